@@ -1,0 +1,37 @@
+"""pipes-docker: run Dagster Pipes jobs in Docker containers.
+
+The public surface is what ``__all__`` lists; the modules behind it are private.
+"""
+
+from pipes_docker.channel import (
+    PipesDockerChannel,
+    PipesDockerFileContextInjector,
+    PipesDockerMountedChannel,
+)
+from pipes_docker.client import MANAGED_LABEL, PipesDockerClient
+from pipes_docker.errors import (
+    PipesDockerContainerError,
+    PipesDockerEngineError,
+    PipesDockerError,
+    PipesDockerImageError,
+    PipesDockerLaunchError,
+    PipesDockerTimeoutError,
+)
+from pipes_docker.reader import PipesDockerFileMessageReader
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MANAGED_LABEL",
+    "PipesDockerChannel",
+    "PipesDockerClient",
+    "PipesDockerContainerError",
+    "PipesDockerEngineError",
+    "PipesDockerError",
+    "PipesDockerFileContextInjector",
+    "PipesDockerFileMessageReader",
+    "PipesDockerImageError",
+    "PipesDockerLaunchError",
+    "PipesDockerMountedChannel",
+    "PipesDockerTimeoutError",
+]

@@ -1,0 +1,373 @@
+"""PipesDockerClient: run a Dagster Pipes job in a Docker container."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any, Literal
+
+import docker
+from dagster import (
+    AssetExecutionContext,
+    MetadataValue,
+    OpExecutionContext,
+    PipesClient,
+    PipesClientCompletedInvocation,
+    open_pipes_session,
+)
+from dagster._core.definitions.resource_annotation import TreatAsResourceParam
+from dagster_pipes import PipesExtras
+
+from pipes_docker.channel import PipesDockerChannel, PipesDockerMountedChannel
+from pipes_docker.demux import LineSink, ProcessStream, StreamTarget
+from pipes_docker.engine import ContainerEngine, ContainerSpec, DockerEngine
+from pipes_docker.errors import PipesDockerContainerError, PipesDockerImageError
+from pipes_docker.launcher import ContainerLauncher, ContainerOutcome
+
+__all__ = ["LABEL_PREFIX", "MANAGED_LABEL", "PipesDockerClient", "PullPolicy"]
+
+PullPolicy = Literal["if_not_present", "always", "never"]
+
+LABEL_PREFIX = "io.pipes-docker"
+MANAGED_LABEL = f"{LABEL_PREFIX}.managed"
+
+STDERR_TAIL_LINES = 20
+
+# Keywords pipes-docker must control to keep its guarantees.
+_RESERVED_KWARGS = frozenset(
+    {"image", "command", "detach", "auto_remove", "remove", "stdout", "stderr", "stream"}
+)
+
+
+class PipesDockerClient(PipesClient, TreatAsResourceParam):
+    """A Pipes client that runs each job in its own Docker container.
+
+    Context and messages travel through a per-run temp dir bind-mounted into the container; the
+    container's stdout and stderr are forwarded line by line to the orchestrator's own stdout and
+    stderr (where Dagster captures them as compute logs). The container and the temp dir are
+    removed after every run, whatever its outcome.
+
+    Usable as a Dagster resource::
+
+        @asset
+        def my_asset(context: AssetExecutionContext, docker_pipes: PipesDockerClient):
+            return docker_pipes.run(context=context, image="my-job:1").get_materialize_result()
+
+        defs = Definitions(assets=[my_asset], resources={"docker_pipes": PipesDockerClient()})
+
+    Args:
+        docker_client: The docker-py client to use. By default one is made from the environment
+            (``DOCKER_HOST`` or the local socket) on the first run and reused after.
+        env: Environment variables for every run's container.
+        forward_stdio: Whether to forward the container's stdout/stderr to the orchestrator's.
+        container_kwargs: docker-py ``containers.create`` keywords for every run (``user``,
+            ``mem_limit``, ``network_mode``, ...); a run's own ``container_kwargs`` win.
+        pull_policy: ``"if_not_present"`` pulls a missing image, ``"always"`` pulls before every
+            run, ``"never"`` fails at once when the image is missing.
+        registry: Credentials for pulls: ``{"url", "username", "password"}``. Never logged.
+        log_dir: When set, each run keeps its container's output in
+            ``{log_dir}/{container name}/stdout.log`` and ``stderr.log``.
+        forward_termination: Whether to stop the container when the run is interrupted.
+        termination_timeout_seconds: How long a stopped container gets between SIGTERM and
+            SIGKILL.
+        channel: How context and messages travel. Defaults to a bind-mounted temp dir
+            (:class:`PipesDockerMountedChannel`).
+        engine: The engine seam; defaults to docker-py (``docker_client``). Meant for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        docker_client: docker.DockerClient | None = None,
+        env: Mapping[str, str] | None = None,
+        forward_stdio: bool = True,
+        container_kwargs: Mapping[str, Any] | None = None,
+        pull_policy: PullPolicy = "if_not_present",
+        registry: Mapping[str, str] | None = None,
+        log_dir: str | None = None,
+        forward_termination: bool = True,
+        termination_timeout_seconds: float = 20.0,
+        channel: PipesDockerChannel | None = None,
+        engine: ContainerEngine | None = None,
+    ) -> None:
+        if pull_policy not in ("if_not_present", "always", "never"):
+            raise ValueError(
+                f"pull_policy must be 'if_not_present', 'always' or 'never', got {pull_policy!r}"
+            )
+        if engine is not None and docker_client is not None:
+            raise ValueError("Pass docker_client or engine, not both.")
+        _check_container_kwargs(container_kwargs or {})
+        self._engine: ContainerEngine = engine or DockerEngine(docker_client)
+        self._env = dict(env or {})
+        self._forward_stdio = forward_stdio
+        self._container_kwargs = dict(container_kwargs or {})
+        self._pull_policy: PullPolicy = pull_policy
+        self._registry = dict(registry) if registry else None
+        self._log_dir = log_dir
+        self._forward_termination = forward_termination
+        self._termination_timeout = termination_timeout_seconds
+        self._channel = channel or PipesDockerMountedChannel()
+        self._launcher = ContainerLauncher(
+            self._engine, termination_timeout_seconds=termination_timeout_seconds
+        )
+
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False
+
+    def run(  # type: ignore[override]
+        self,
+        *,
+        context: OpExecutionContext | AssetExecutionContext,
+        image: str,
+        command: str | Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        extras: PipesExtras | None = None,
+        container_kwargs: Mapping[str, Any] | None = None,
+        timeout_seconds: float | None = None,
+    ) -> PipesClientCompletedInvocation:
+        """Run ``image`` in a container as a Pipes session and wait for it to end.
+
+        Args:
+            context: The asset or op execution context.
+            image: The image to run.
+            command: The command, overriding the image's; a string is split by the engine's
+                rules, a list is passed as is.
+            env: Environment variables for this run, over the client's ``env``.
+            extras: Extra values for the container's Pipes context.
+            container_kwargs: docker-py ``containers.create`` keywords for this run, over the
+                client's.
+            timeout_seconds: Stop the container and fail if it runs longer than this.
+
+        Returns:
+            The completed invocation: ``get_materialize_result()``, ``get_results()`` and
+            ``get_custom_messages()`` as with dagster's own Pipes clients. Its metadata (image,
+            image id, container id, exit code, duration) is attached to every result.
+
+        Raises:
+            PipesDockerContainerError: The container exited non-zero, was killed by a signal or
+                by the OOM killer; the message quotes the last lines of its stderr.
+            PipesDockerTimeoutError: It ran longer than ``timeout_seconds``.
+            PipesDockerImageError: The image is missing or could not be pulled.
+            PipesDockerLaunchError: The container could not be created or started.
+            PipesDockerEngineError: The Docker engine could not be reached.
+        """
+        run_kwargs = dict(container_kwargs or {})
+        _check_container_kwargs(run_kwargs)
+        options = {**self._container_kwargs, **run_kwargs}
+        self._ensure_image(image)
+
+        with self._channel.open(warn=context.log.warning) as channel:
+            with open_pipes_session(
+                context=context,
+                context_injector=channel.context_injector,
+                message_reader=channel.message_reader,
+                extras=extras,
+            ) as session:
+                spec = _build_spec(
+                    image=image,
+                    command=command,
+                    name=_container_name(context),
+                    env_layers=[self._env, _pop_environment(options), env or {}],
+                    bootstrap_env=session.get_bootstrap_env_vars(),
+                    labels=_labels(context),
+                    options=options,
+                    mounts=channel.mounts,
+                )
+                with self._sinks(spec.name) as (stdout, stderr):
+                    outcome = self._launcher.run(
+                        spec,
+                        stdout=stdout,
+                        stderr=stderr,
+                        timeout_seconds=timeout_seconds,
+                        on_interrupt=self._on_interrupt(context),
+                    )
+                if outcome.exit.exit_code != 0:
+                    tail, tail_stream = stderr.tail_lines(STDERR_TAIL_LINES), "stderr"
+                    if not tail:
+                        tail, tail_stream = stdout.tail_lines(STDERR_TAIL_LINES), "stdout"
+                    raise PipesDockerContainerError(
+                        image=image,
+                        container_id=outcome.container_id,
+                        exit_code=outcome.exit.exit_code,
+                        oom_killed=outcome.exit.oom_killed,
+                        memory_limit=outcome.exit.memory_limit,
+                        stderr_tail=tail,
+                        tail_stream=tail_stream,
+                    )
+        return PipesClientCompletedInvocation(
+            session, metadata=self._metadata(image, outcome, spec.name)
+        )
+
+    def _ensure_image(self, image: str) -> None:
+        if self._pull_policy == "always":
+            self._engine.pull(image, self._registry_auth())
+        elif not self._engine.image_present(image):
+            if self._pull_policy == "never":
+                raise PipesDockerImageError(
+                    f"Image {image!r} is not present on the Docker engine at"
+                    f" {self._engine.address} and pull_policy is 'never'."
+                    " Build or pull it first, or use pull_policy='if_not_present'.",
+                    image=image,
+                )
+            self._engine.pull(image, self._registry_auth())
+
+    def _registry_auth(self) -> Mapping[str, str] | None:
+        if not self._registry:
+            return None
+        auth = {"username": self._registry["username"], "password": self._registry["password"]}
+        if "url" in self._registry:
+            auth["serveraddress"] = self._registry["url"]
+        return auth
+
+    @contextmanager
+    def _sinks(self, container_name: str) -> Iterator[tuple[LineSink, LineSink]]:
+        with ExitStack() as stack:
+            sinks = []
+            for stream in ("stdout", "stderr"):
+                targets: list[StreamTarget] = []
+                if self._forward_stdio:
+                    targets.append(ProcessStream(stream))
+                if self._log_dir is not None:
+                    directory = os.path.join(self._log_dir, container_name)
+                    os.makedirs(directory, exist_ok=True)
+                    path = os.path.join(directory, f"{stream}.log")
+                    targets.append(stack.enter_context(open(path, "w", encoding="utf-8")))
+                sinks.append(LineSink(targets))
+            yield sinks[0], sinks[1]
+
+    def _on_interrupt(
+        self, context: OpExecutionContext | AssetExecutionContext
+    ) -> Any:
+        def log(exc: BaseException) -> None:
+            context.log.info(
+                f"[pipes-docker] run interrupted ({type(exc).__name__}); stopping the container."
+            )
+
+        return log
+
+    def _metadata(
+        self, image: str, outcome: ContainerOutcome, container_name: str
+    ) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "pipes_docker/image": image,
+            "pipes_docker/image_id": outcome.image_id,
+            "pipes_docker/container_id": outcome.container_id,
+            "pipes_docker/container_name": container_name,
+            "pipes_docker/exit_code": outcome.exit.exit_code,
+            "pipes_docker/duration_seconds": MetadataValue.float(
+                round(outcome.duration_seconds, 3)
+            ),
+        }
+        if self._log_dir is not None:
+            directory = os.path.join(self._log_dir, container_name)
+            metadata["pipes_docker/stdout_log"] = MetadataValue.path(
+                os.path.join(directory, "stdout.log")
+            )
+            metadata["pipes_docker/stderr_log"] = MetadataValue.path(
+                os.path.join(directory, "stderr.log")
+            )
+        return metadata
+
+
+def _check_container_kwargs(kwargs: Mapping[str, Any]) -> None:
+    reserved = sorted(_RESERVED_KWARGS & set(kwargs))
+    if reserved:
+        raise ValueError(
+            f"container_kwargs may not set {', '.join(reserved)}: pipes-docker controls"
+            " these to attach to, wait for and remove the container. Pass image and command"
+            " to run() instead."
+        )
+
+
+def _pop_environment(options: dict[str, Any]) -> Mapping[str, str]:
+    """Take docker-py's ``environment`` (a dict or ``KEY=VALUE`` list) out of ``options``."""
+    environment = options.pop("environment", None) or {}
+    if isinstance(environment, Mapping):
+        return {str(k): str(v) for k, v in environment.items()}
+    pairs = {}
+    for item in environment:
+        key, _, value = str(item).partition("=")
+        pairs[key] = value
+    return pairs
+
+
+def _normalize_volumes(volumes: Any) -> list[str]:
+    """docker-py accepts ``volumes`` as a dict or a list of ``host:container[:mode]`` strings."""
+    if not volumes:
+        return []
+    if isinstance(volumes, Mapping):
+        binds = []
+        for host, target in volumes.items():
+            if isinstance(target, Mapping):
+                binds.append(f"{host}:{target['bind']}:{target.get('mode', 'rw')}")
+            else:
+                binds.append(f"{host}:{target}")
+        return binds
+    return [str(v) for v in volumes]
+
+
+def _build_spec(
+    *,
+    image: str,
+    command: str | Sequence[str] | None,
+    name: str,
+    env_layers: Sequence[Mapping[str, str]],
+    bootstrap_env: Mapping[str, str],
+    labels: Mapping[str, str],
+    options: dict[str, Any],
+    mounts: Sequence[Any],
+) -> ContainerSpec:
+    env: dict[str, str] = {}
+    for layer in env_layers:
+        env.update(layer)
+    env.update(bootstrap_env)  # last: a user's env must not break the protocol
+    user_labels = dict(options.pop("labels", None) or {})
+    volumes = _normalize_volumes(options.pop("volumes", None))
+    options.setdefault("init", True)  # forwards SIGTERM to the job and reaps its children
+    name = options.pop("name", None) or name
+    return ContainerSpec(
+        image=image,
+        name=name,
+        command=command,
+        env=env,
+        labels={**user_labels, **labels},
+        mounts=list(mounts),
+        volumes=volumes,
+        options=options,
+    )
+
+
+def _labels(context: OpExecutionContext | AssetExecutionContext) -> dict[str, str]:
+    labels = {
+        MANAGED_LABEL: "true",
+        f"{LABEL_PREFIX}.orchestrator-host": socket.gethostname(),
+        f"{LABEL_PREFIX}.orchestrator-pid": str(os.getpid()),
+    }
+    for key, read in (
+        ("dagster-run-id", lambda: context.run_id),
+        ("dagster-job", lambda: context.job_name),
+        ("dagster-step-key", lambda: context.get_step_execution_context().step.key),
+    ):
+        value = _try(read)
+        if value:
+            labels[f"{LABEL_PREFIX}.{key}"] = str(value)
+    return labels
+
+
+def _container_name(context: OpExecutionContext | AssetExecutionContext) -> str:
+    run_id = str(_try(lambda: context.run_id) or "norun")[:8]
+    step = str(_try(lambda: context.get_step_execution_context().step.key) or "step")
+    step = re.sub(r"[^a-zA-Z0-9_.-]+", "-", step).strip("-.")[:40] or "step"
+    return f"pipes-{run_id}-{step}-{secrets.token_hex(4)}"
+
+
+def _try(read: Any) -> Any:
+    try:
+        return read()
+    except Exception:
+        return None

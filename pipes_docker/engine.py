@@ -1,0 +1,369 @@
+"""The one place that talks to docker-py.
+
+:class:`ContainerEngine` is the seam: plain values in, plain values out, and errors already
+translated into pipes-docker's own. :class:`DockerEngine` implements it with a
+``docker.DockerClient``; unit tests use an in-memory fake.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import docker
+import docker.errors
+import requests.exceptions
+import urllib3.exceptions
+
+from pipes_docker.channel import Mount
+from pipes_docker.errors import (
+    PipesDockerEngineError,
+    PipesDockerImageError,
+    PipesDockerLaunchError,
+)
+
+__all__ = [
+    "ContainerEngine",
+    "ContainerExit",
+    "ContainerSpec",
+    "CreatedContainer",
+    "DockerEngine",
+    "OutputStream",
+]
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one container, already merged and validated.
+
+    ``options`` are further docker-py ``containers.create`` keywords (user, mem_limit,
+    network_mode, ...) that pipes-docker passes through untouched.
+    """
+
+    image: str
+    name: str
+    command: str | Sequence[str] | None
+    env: Mapping[str, str]
+    labels: Mapping[str, str]
+    mounts: Sequence[Mount] = ()
+    volumes: Sequence[str] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CreatedContainer:
+    id: str
+    image_id: str
+    tty: bool
+
+
+@dataclass(frozen=True)
+class ContainerExit:
+    """How a container ended."""
+
+    exit_code: int
+    oom_killed: bool = False
+    memory_limit: int | None = None
+    error: str | None = None
+
+
+class OutputStream(Protocol):
+    """A byte stream read in chunks; ``read`` returns ``b""`` at the end."""
+
+    def read(self, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class ContainerEngine(Protocol):
+    """The container operations pipes-docker needs, in plain values."""
+
+    @property
+    def address(self) -> str:
+        """Where the engine is, for error messages."""
+        ...
+
+    def image_present(self, image: str) -> bool: ...
+
+    def pull(self, image: str, auth: Mapping[str, str] | None) -> None: ...
+
+    def create(self, spec: ContainerSpec) -> CreatedContainer: ...
+
+    def attach(self, container_id: str) -> OutputStream: ...
+
+    def start(self, container_id: str) -> None: ...
+
+    def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
+        """The container's exit, or ``None`` if it is still running after ``timeout`` seconds."""
+        ...
+
+    def stop(self, container_id: str, grace_seconds: float) -> None: ...
+
+    def remove(self, container_id: str) -> None: ...
+
+    def list_containers(self, labels: Mapping[str, str]) -> Sequence[Mapping[str, Any]]: ...
+
+
+class DockerEngine:
+    """A :class:`ContainerEngine` backed by docker-py.
+
+    Args:
+        client: The docker-py client to use. When ``None``, one is made from the environment
+            (``DOCKER_HOST`` or the local socket) on first use and kept for later runs; making it
+            lazily lets a code location load while the engine is down.
+    """
+
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = docker.from_env()
+                    except docker.errors.DockerException as exc:
+                        raise PipesDockerEngineError(
+                            f"Cannot reach the Docker engine at {_env_address()}: {exc}."
+                            " Is the daemon running, and does DOCKER_HOST point at it?"
+                        ) from exc
+        return self._client
+
+    @property
+    def address(self) -> str:
+        if self._client is None:
+            return _env_address()
+        return str(self._client.api.base_url)
+
+    def image_present(self, image: str) -> bool:
+        with self._translate(f"inspecting image {image!r}"):
+            try:
+                self.client.images.get(image)
+            except docker.errors.ImageNotFound:
+                return False
+        return True
+
+    def pull(self, image: str, auth: Mapping[str, str] | None) -> None:
+        repository, tag = _split_reference(image)
+        with self._translate(f"pulling image {image!r}"):
+            try:
+                events = self.client.api.pull(
+                    repository, tag=tag, stream=True, decode=True, auth_config=auth or None
+                )
+                # The engine reports most pull failures inside the stream with a 200 status.
+                for event in events:
+                    if "error" in event:
+                        detail = event.get("errorDetail", {}).get("message") or event["error"]
+                        raise PipesDockerImageError(
+                            f"Pulling image {image!r} from {self.address} failed: {detail}",
+                            image=image,
+                        )
+            except docker.errors.APIError as exc:
+                raise PipesDockerImageError(
+                    f"Pulling image {image!r} failed: {_explain(exc)}", image=image
+                ) from exc
+
+    def create(self, spec: ContainerSpec) -> CreatedContainer:
+        volumes = [*spec.volumes, *(_bind(m) for m in spec.mounts)]
+        with self._translate(f"creating a container from image {spec.image!r}"):
+            try:
+                container = self.client.containers.create(
+                    spec.image,
+                    command=spec.command,
+                    name=spec.name,
+                    environment=dict(spec.env),
+                    labels=dict(spec.labels),
+                    volumes=volumes,
+                    detach=True,
+                    **spec.options,
+                )
+            except docker.errors.ImageNotFound as exc:
+                raise PipesDockerImageError(
+                    f"Image {spec.image!r} was not found on the Docker engine at {self.address}:"
+                    f" {_explain(exc)}. Build or pull it first, or use pull_policy='if_not_present'.",
+                    image=spec.image,
+                ) from exc
+            except docker.errors.APIError as exc:
+                raise PipesDockerLaunchError(
+                    f"Creating a container from image {spec.image!r} failed: {_explain(exc)}",
+                    image=spec.image,
+                    container_id=None,
+                ) from exc
+            except TypeError as exc:  # docker-py rejects unknown create keywords this way
+                raise PipesDockerLaunchError(
+                    f"Creating a container from image {spec.image!r} failed: {exc}."
+                    " Check container_kwargs against docker-py's containers.create().",
+                    image=spec.image,
+                    container_id=None,
+                ) from exc
+        return CreatedContainer(
+            id=container.id or "",
+            image_id=str(container.attrs.get("Image", "")),
+            tty=bool(container.attrs.get("Config", {}).get("Tty")),
+        )
+
+    def attach(self, container_id: str) -> OutputStream:
+        with self._translate(f"attaching to container {container_id[:12]}"):
+            raw = self.client.api.attach_socket(
+                container_id, params={"stdout": 1, "stderr": 1, "stream": 1}
+            )
+        return _SocketStream(raw)
+
+    def start(self, container_id: str) -> None:
+        with self._translate(f"starting container {container_id[:12]}"):
+            self.client.api.start(container_id)
+
+    def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
+        with self._translate(f"waiting for container {container_id[:12]}"):
+            try:
+                result = self.client.api.wait(container_id, timeout=timeout)
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                if _is_read_timeout(exc):
+                    return None
+                raise
+            exit_code = int(result.get("StatusCode", -1))
+            error = (result.get("Error") or {}).get("Message") or None
+            oom_killed, memory_limit = False, None
+            if exit_code != 0:
+                attrs = self.client.api.inspect_container(container_id)
+                oom_killed = bool(attrs.get("State", {}).get("OOMKilled"))
+                memory_limit = attrs.get("HostConfig", {}).get("Memory") or None
+        return ContainerExit(exit_code, oom_killed, memory_limit, error)
+
+    def stop(self, container_id: str, grace_seconds: float) -> None:
+        with self._translate(f"stopping container {container_id[:12]}"):
+            try:
+                self.client.api.stop(container_id, timeout=max(0, round(grace_seconds)))
+            except docker.errors.NotFound:
+                pass
+
+    def remove(self, container_id: str) -> None:
+        with self._translate(f"removing container {container_id[:12]}"):
+            try:
+                self.client.api.remove_container(container_id, force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409 and "in progress" in str(exc):
+                    return  # another remove (ours or auto_remove) got there first
+                raise
+
+    def list_containers(self, labels: Mapping[str, str]) -> Sequence[Mapping[str, Any]]:
+        filters = [f"{key}={value}" for key, value in labels.items()]
+        with self._translate("listing containers"):
+            found: list[Mapping[str, Any]] = self.client.api.containers(
+                all=True, filters={"label": filters}
+            )
+        return found
+
+    def _translate(self, action: str) -> _Translate:
+        return _Translate(self, action)
+
+
+class _Translate:
+    """Turns transport failures into a :class:`PipesDockerEngineError` naming the engine."""
+
+    def __init__(self, engine: DockerEngine, action: str) -> None:
+        self._engine = engine
+        self._action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None or isinstance(exc, PipesDockerEngineError | PipesDockerImageError):
+            return
+        if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+            raise PipesDockerEngineError(
+                f"Cannot reach the Docker engine at {self._engine.address} while {self._action}:"
+                f" {exc}. Is the daemon running, and does DOCKER_HOST point at it?"
+            ) from exc
+        if isinstance(exc, docker.errors.APIError) and not isinstance(
+            exc, docker.errors.NotFound
+        ):
+            if exc.is_server_error():
+                raise PipesDockerEngineError(
+                    f"The Docker engine at {self._engine.address} failed while {self._action}:"
+                    f" {_explain(exc)}"
+                ) from exc
+
+
+class _SocketStream:
+    """The raw attach connection, read in large chunks."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._sock: socket.socket | None = raw if isinstance(raw, socket.socket) else None
+
+    def read(self, size: int) -> bytes:
+        if self._sock is not None:
+            return self._sock.recv(size)
+        data: bytes | None = self._raw.read(size)
+        return data or b""
+
+    def close(self) -> None:
+        # shutdown() wakes a reader blocked in another thread; close() alone does not.
+        target = self._sock or getattr(self._raw, "_sock", None)
+        if target is not None:
+            try:
+                target.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        try:
+            self._raw.close()
+        except OSError:
+            pass
+
+
+def _bind(mount: Mount) -> str:
+    return f"{mount.host_path}:{mount.container_path}:{'ro' if mount.read_only else 'rw'}"
+
+
+def _split_reference(image: str) -> tuple[str, str]:
+    """Split ``repo[:tag][@digest]`` into docker-py's (repository, tag) for a pull."""
+    if "@" in image:
+        repository, digest = image.split("@", 1)
+        return repository, digest
+    slash = image.rfind("/")
+    colon = image.rfind(":")
+    if colon > slash:
+        return image[:colon], image[colon + 1 :]
+    return image, "latest"
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    explanation = exc.explanation
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode("utf-8", errors="replace")
+    return str(explanation or exc)
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return True
+    reason: BaseException | None = exc
+    while reason is not None:
+        if isinstance(reason, urllib3.exceptions.ReadTimeoutError | socket.timeout):
+            return True
+        args = getattr(reason, "args", ())
+        nested = args[0] if args and isinstance(args[0], BaseException) else None
+        reason = nested or reason.__cause__ or reason.__context__
+        if reason is exc:
+            break
+    return False
+
+
+def _env_address() -> str:
+    import os
+
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def iter_chunks(stream: OutputStream, size: int) -> Iterator[bytes]:
+    while chunk := stream.read(size):
+        yield chunk

@@ -1,0 +1,212 @@
+"""Drive one container through its life: create, attach, start, wait, stop, remove.
+
+The launcher owns the order of operations and the guarantees around them:
+
+* the output stream is attached *before* the container starts, so no early output is missed;
+* stdout and stderr are pumped on a background thread while the main thread waits, so a signal
+  delivered to the orchestrator interrupts the wait promptly;
+* whatever happens (a failed start, a timeout, an interruption), the container is stopped if it
+  still runs, its remaining output is drained, and it is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from pipes_docker.demux import STDERR, STDOUT, FrameDemuxer, LineSink
+from pipes_docker.engine import ContainerEngine, ContainerExit, ContainerSpec, OutputStream
+from pipes_docker.errors import PipesDockerError, PipesDockerLaunchError, PipesDockerTimeoutError
+
+__all__ = ["ContainerLauncher", "ContainerOutcome"]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK_SIZE = 1 << 16
+
+
+class _Phase(Enum):
+    NOT_CREATED = "not created"
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+
+
+@dataclass(frozen=True)
+class ContainerOutcome:
+    """What happened to a container that ran to its end."""
+
+    container_id: str
+    container_name: str
+    image_id: str
+    exit: ContainerExit
+    duration_seconds: float
+
+
+class ContainerLauncher:
+    """Runs containers on a :class:`ContainerEngine`, one call to :meth:`run` per container.
+
+    Holds configuration only, so one launcher serves concurrent runs.
+
+    Args:
+        engine: The engine to drive.
+        poll_interval: Longest single wait for the container's exit, in seconds. Shorter makes
+            timeouts more exact; the wait returns as soon as the container exits either way.
+        termination_timeout_seconds: After SIGTERM, how long the container gets before SIGKILL.
+        drain_timeout_seconds: After the container exits, how long to wait for the engine to
+            close its output stream before giving up on the rest of the output.
+    """
+
+    def __init__(
+        self,
+        engine: ContainerEngine,
+        *,
+        poll_interval: float = 1.0,
+        termination_timeout_seconds: float = 20.0,
+        drain_timeout_seconds: float = 30.0,
+    ) -> None:
+        self._engine = engine
+        self._poll_interval = poll_interval
+        self._termination_timeout = termination_timeout_seconds
+        self._drain_timeout = drain_timeout_seconds
+
+    def run(
+        self,
+        spec: ContainerSpec,
+        *,
+        stdout: LineSink,
+        stderr: LineSink,
+        timeout_seconds: float | None = None,
+        on_interrupt: Callable[[BaseException], None] | None = None,
+    ) -> ContainerOutcome:
+        """Run the container to its end and return how it ended.
+
+        A non-zero exit is an outcome, not an error: the caller decides what it means.
+
+        Raises:
+            PipesDockerLaunchError: The container could not be created or started.
+            PipesDockerTimeoutError: It ran longer than ``timeout_seconds`` and was stopped.
+            PipesDockerEngineError: The engine could not be reached or failed.
+        """
+        phase = _Phase.NOT_CREATED
+        container_id = ""
+        pump: _Pump | None = None
+        started = time.monotonic()
+        try:
+            created = self._engine.create(spec)
+            container_id, phase = created.id, _Phase.CREATED
+            stream = self._engine.attach(container_id)
+            pump = _Pump(stream, stdout, stderr, multiplexed=not created.tty)
+            try:
+                self._engine.start(container_id)
+            except PipesDockerError as exc:
+                raise PipesDockerLaunchError(
+                    f"Starting container {container_id[:12]} (image {spec.image!r}) failed: {exc}",
+                    image=spec.image,
+                    container_id=container_id,
+                ) from exc
+            phase = _Phase.RUNNING
+            started = time.monotonic()
+            exit_ = self._wait(container_id, spec, started, timeout_seconds)
+            phase = _Phase.EXITED
+            duration = time.monotonic() - started
+            pump.finish(self._drain_timeout)
+            return ContainerOutcome(container_id, spec.name, created.image_id, exit_, duration)
+        except BaseException as exc:
+            if phase is _Phase.RUNNING:
+                if on_interrupt is not None and not isinstance(exc, PipesDockerError):
+                    on_interrupt(exc)
+                self._stop_quietly(container_id)
+            raise
+        finally:
+            if pump is not None:
+                if phase is _Phase.CREATED:
+                    pump.abort()  # never started: nothing more will come
+                else:
+                    pump.finish(self._drain_timeout)
+            if phase is not _Phase.NOT_CREATED:
+                self._engine.remove(container_id)
+
+    def _wait(
+        self,
+        container_id: str,
+        spec: ContainerSpec,
+        started: float,
+        timeout_seconds: float | None,
+    ) -> ContainerExit:
+        deadline = None if timeout_seconds is None else started + timeout_seconds
+        while True:
+            step = self._poll_interval
+            if deadline is not None:
+                step = min(step, deadline - time.monotonic())
+                if step <= 0:
+                    self._engine.stop(container_id, self._termination_timeout)
+                    raise PipesDockerTimeoutError(
+                        f"Container {container_id[:12]} (image {spec.image!r}) timed out after"
+                        f" {timeout_seconds:g} seconds and was stopped.",
+                        image=spec.image,
+                        container_id=container_id,
+                        timeout_seconds=float(timeout_seconds or 0),
+                    )
+            exit_ = self._engine.wait(container_id, max(step, 0.01))
+            if exit_ is not None:
+                return exit_
+
+    def _stop_quietly(self, container_id: str) -> None:
+        try:
+            self._engine.stop(container_id, self._termination_timeout)
+        except Exception:  # the remove in `finally` forces it anyway
+            logger.warning("Stopping container %s failed", container_id[:12], exc_info=True)
+
+
+class _Pump:
+    """Reads the attach stream on a thread and feeds the sinks until the stream ends."""
+
+    def __init__(
+        self, stream: OutputStream, stdout: LineSink, stderr: LineSink, *, multiplexed: bool
+    ) -> None:
+        self._stream = stream
+        self._closing = False
+        sinks: Mapping[int, LineSink] = {STDOUT: stdout, STDERR: stderr}
+        self._demuxer = FrameDemuxer(sinks) if multiplexed else None
+        self._raw_sink = None if multiplexed else stdout
+        self._sinks = sinks
+        self._thread = threading.Thread(target=self._run, name="pipes-docker-output", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while chunk := self._stream.read(_CHUNK_SIZE):
+                if self._demuxer is not None:
+                    self._demuxer.feed(chunk)
+                elif self._raw_sink is not None:
+                    self._raw_sink.write(chunk)
+        except (OSError, ValueError):
+            if not self._closing:
+                logger.warning("Reading the container's output failed", exc_info=True)
+        finally:
+            for sink in self._sinks.values():
+                sink.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        self._stream.close()
+        self._thread.join()
+
+    def finish(self, timeout: float) -> None:
+        """Wait for the stream to end; after ``timeout`` seconds, cut it off."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning(
+                "The engine did not close the container's output stream within %ss; closing it.",
+                timeout,
+            )
+            self._closing = True
+            self._stream.close()
+            self._thread.join()
+        else:
+            self._stream.close()
