@@ -161,44 +161,46 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         options = {**self._container_kwargs, **run_kwargs}
         self._ensure_image(image)
 
-        with self._channel.open(warn=context.log.warning) as channel:
-            with open_pipes_session(
+        with (
+            self._channel.open(warn=context.log.warning) as channel,
+            open_pipes_session(
                 context=context,
                 context_injector=channel.context_injector,
                 message_reader=channel.message_reader,
                 extras=extras,
-            ) as session:
-                spec = _build_spec(
-                    image=image,
-                    command=command,
-                    name=_container_name(context),
-                    env_layers=[self._env, _pop_environment(options), env or {}],
-                    bootstrap_env=session.get_bootstrap_env_vars(),
-                    labels=_labels(context),
-                    options=options,
-                    mounts=channel.mounts,
+            ) as session,
+        ):
+            spec = _build_spec(
+                image=image,
+                command=command,
+                name=_container_name(context),
+                env_layers=[self._env, _pop_environment(options), env or {}],
+                bootstrap_env=session.get_bootstrap_env_vars(),
+                labels=_labels(context),
+                options=options,
+                mounts=channel.mounts,
+            )
+            with self._sinks(spec.name) as (stdout, stderr):
+                outcome = self._launcher.run(
+                    spec,
+                    stdout=stdout,
+                    stderr=stderr,
+                    timeout_seconds=timeout_seconds,
+                    on_interrupt=self._on_interrupt(context),
                 )
-                with self._sinks(spec.name) as (stdout, stderr):
-                    outcome = self._launcher.run(
-                        spec,
-                        stdout=stdout,
-                        stderr=stderr,
-                        timeout_seconds=timeout_seconds,
-                        on_interrupt=self._on_interrupt(context),
-                    )
-                if outcome.exit.exit_code != 0:
-                    tail, tail_stream = stderr.tail_lines(STDERR_TAIL_LINES), "stderr"
-                    if not tail:
-                        tail, tail_stream = stdout.tail_lines(STDERR_TAIL_LINES), "stdout"
-                    raise PipesDockerContainerError(
-                        image=image,
-                        container_id=outcome.container_id,
-                        exit_code=outcome.exit.exit_code,
-                        oom_killed=outcome.exit.oom_killed,
-                        memory_limit=outcome.exit.memory_limit,
-                        stderr_tail=tail,
-                        tail_stream=tail_stream,
-                    )
+            if outcome.exit.exit_code != 0:
+                tail, tail_stream = stderr.tail_lines(STDERR_TAIL_LINES), "stderr"
+                if not tail:
+                    tail, tail_stream = stdout.tail_lines(STDERR_TAIL_LINES), "stdout"
+                raise PipesDockerContainerError(
+                    image=image,
+                    container_id=outcome.container_id,
+                    exit_code=outcome.exit.exit_code,
+                    oom_killed=outcome.exit.oom_killed,
+                    memory_limit=outcome.exit.memory_limit,
+                    stderr_tail=tail,
+                    tail_stream=tail_stream,
+                )
         return PipesClientCompletedInvocation(
             session, metadata=self._metadata(image, outcome, spec.name)
         )
@@ -240,9 +242,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 sinks.append(LineSink(targets))
             yield sinks[0], sinks[1]
 
-    def _on_interrupt(
-        self, context: OpExecutionContext | AssetExecutionContext
-    ) -> Any:
+    def _on_interrupt(self, context: OpExecutionContext | AssetExecutionContext) -> Any:
         def log(exc: BaseException) -> None:
             context.log.info(
                 f"[pipes-docker] run interrupted ({type(exc).__name__}); stopping the container."
@@ -349,8 +349,8 @@ def _labels(context: OpExecutionContext | AssetExecutionContext) -> dict[str, st
         f"{LABEL_PREFIX}.orchestrator-pid": str(os.getpid()),
     }
     for key, read in (
-        ("dagster-run-id", lambda: context.run_id),
-        ("dagster-job", lambda: context.job_name),
+        ("dagster-run-id", lambda: context.run.run_id),
+        ("dagster-job", lambda: context.run.job_name),
         ("dagster-step-key", lambda: context.get_step_execution_context().step.key),
     ):
         value = _try(read)
@@ -360,7 +360,7 @@ def _labels(context: OpExecutionContext | AssetExecutionContext) -> dict[str, st
 
 
 def _container_name(context: OpExecutionContext | AssetExecutionContext) -> str:
-    run_id = str(_try(lambda: context.run_id) or "norun")[:8]
+    run_id = str(_try(lambda: context.run.run_id) or "norun")[:8]
     step = str(_try(lambda: context.get_step_execution_context().step.key) or "step")
     step = re.sub(r"[^a-zA-Z0-9_.-]+", "-", step).strip("-.")[:40] or "step"
     return f"pipes-{run_id}-{step}-{secrets.token_hex(4)}"

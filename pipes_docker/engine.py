@@ -7,9 +7,11 @@ translated into pipes-docker's own. :class:`DockerEngine` implements it with a
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +23,7 @@ import urllib3.exceptions
 from pipes_docker.channel import Mount
 from pipes_docker.errors import (
     PipesDockerEngineError,
+    PipesDockerError,
     PipesDockerImageError,
     PipesDockerLaunchError,
 )
@@ -94,7 +97,7 @@ class ContainerEngine(Protocol):
 
     def attach(self, container_id: str) -> OutputStream: ...
 
-    def start(self, container_id: str) -> None: ...
+    def start(self, container_id: str, image: str) -> None: ...
 
     def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
         """The container's exit, or ``None`` if it is still running after ``timeout`` seconds."""
@@ -185,7 +188,8 @@ class DockerEngine:
             except docker.errors.ImageNotFound as exc:
                 raise PipesDockerImageError(
                     f"Image {spec.image!r} was not found on the Docker engine at {self.address}:"
-                    f" {_explain(exc)}. Build or pull it first, or use pull_policy='if_not_present'.",
+                    f" {_explain(exc)}. Build or pull it first,"
+                    " or use pull_policy='if_not_present'.",
                     image=spec.image,
                 ) from exc
             except docker.errors.APIError as exc:
@@ -214,9 +218,17 @@ class DockerEngine:
             )
         return _SocketStream(raw)
 
-    def start(self, container_id: str) -> None:
+    def start(self, container_id: str, image: str) -> None:
         with self._translate(f"starting container {container_id[:12]}"):
-            self.client.api.start(container_id)
+            try:
+                self.client.api.start(container_id)
+            except docker.errors.APIError as exc:
+                raise PipesDockerLaunchError(
+                    f"Starting container {container_id[:12]} (image {image!r}) failed:"
+                    f" {_explain(exc)}",
+                    image=image,
+                    container_id=container_id,
+                ) from exc
 
     def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
         with self._translate(f"waiting for container {container_id[:12]}"):
@@ -236,11 +248,11 @@ class DockerEngine:
         return ContainerExit(exit_code, oom_killed, memory_limit, error)
 
     def stop(self, container_id: str, grace_seconds: float) -> None:
-        with self._translate(f"stopping container {container_id[:12]}"):
-            try:
-                self.client.api.stop(container_id, timeout=max(0, round(grace_seconds)))
-            except docker.errors.NotFound:
-                pass
+        with (
+            self._translate(f"stopping container {container_id[:12]}"),
+            contextlib.suppress(docker.errors.NotFound),
+        ):
+            self.client.api.stop(container_id, timeout=max(0, round(grace_seconds)))
 
     def remove(self, container_id: str) -> None:
         with self._translate(f"removing container {container_id[:12]}"):
@@ -275,22 +287,25 @@ class _Translate:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        if exc is None or isinstance(exc, PipesDockerEngineError | PipesDockerImageError):
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None or isinstance(exc, PipesDockerError):
             return
         if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
             raise PipesDockerEngineError(
                 f"Cannot reach the Docker engine at {self._engine.address} while {self._action}:"
                 f" {exc}. Is the daemon running, and does DOCKER_HOST point at it?"
             ) from exc
-        if isinstance(exc, docker.errors.APIError) and not isinstance(
-            exc, docker.errors.NotFound
+        if (
+            isinstance(exc, docker.errors.APIError)
+            and not isinstance(exc, docker.errors.NotFound)
+            and exc.is_server_error()
         ):
-            if exc.is_server_error():
-                raise PipesDockerEngineError(
-                    f"The Docker engine at {self._engine.address} failed while {self._action}:"
-                    f" {_explain(exc)}"
-                ) from exc
+            raise PipesDockerEngineError(
+                f"The Docker engine at {self._engine.address} failed while {self._action}:"
+                f" {_explain(exc)}"
+            ) from exc
 
 
 class _SocketStream:
@@ -307,17 +322,18 @@ class _SocketStream:
         return data or b""
 
     def close(self) -> None:
-        # shutdown() wakes a reader blocked in another thread; close() alone does not.
-        target = self._sock or getattr(self._raw, "_sock", None)
-        if target is not None:
+        # shutdown() wakes a reader blocked in another thread; closing the SocketIO wrapper alone
+        # would leave the real socket open.
+        sock = self._sock or getattr(self._raw, "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for closable in (self._raw, sock):
             try:
-                target.shutdown(socket.SHUT_RDWR)
+                if closable is not None:
+                    closable.close()
             except OSError:
                 pass
-        try:
-            self._raw.close()
-        except OSError:
-            pass
 
 
 def _bind(mount: Mount) -> str:
@@ -359,11 +375,4 @@ def _is_read_timeout(exc: BaseException) -> bool:
 
 
 def _env_address() -> str:
-    import os
-
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def iter_chunks(stream: OutputStream, size: int) -> Iterator[bytes]:
-    while chunk := stream.read(size):
-        yield chunk

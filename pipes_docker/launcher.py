@@ -20,7 +20,7 @@ from enum import Enum
 
 from pipes_docker.demux import STDERR, STDOUT, FrameDemuxer, LineSink
 from pipes_docker.engine import ContainerEngine, ContainerExit, ContainerSpec, OutputStream
-from pipes_docker.errors import PipesDockerError, PipesDockerLaunchError, PipesDockerTimeoutError
+from pipes_docker.errors import PipesDockerError, PipesDockerTimeoutError
 
 __all__ = ["ContainerLauncher", "ContainerOutcome"]
 
@@ -101,14 +101,7 @@ class ContainerLauncher:
             container_id, phase = created.id, _Phase.CREATED
             stream = self._engine.attach(container_id)
             pump = _Pump(stream, stdout, stderr, multiplexed=not created.tty)
-            try:
-                self._engine.start(container_id)
-            except PipesDockerError as exc:
-                raise PipesDockerLaunchError(
-                    f"Starting container {container_id[:12]} (image {spec.image!r}) failed: {exc}",
-                    image=spec.image,
-                    container_id=container_id,
-                ) from exc
+            self._engine.start(container_id, spec.image)
             phase = _Phase.RUNNING
             started = time.monotonic()
             exit_ = self._wait(container_id, spec, started, timeout_seconds)

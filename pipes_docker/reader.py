@@ -94,7 +94,7 @@ class PipesDockerFileMessageReader(PipesMessageReader):
         while True:
             finishing = stop.is_set()
             try:
-                return open(self._host_path, "rb")  # noqa: SIM115 - closed by the caller
+                return open(self._host_path, "rb")
             except FileNotFoundError:
                 if finishing:
                     return None

@@ -1,0 +1,157 @@
+"""Fixtures for tests that run real containers on a real Docker engine.
+
+A missing engine or image is an error here, never a skip: these tests are the proof that the
+client works, and CI must not go green without them.
+"""
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+from dagster import (
+    AssetExecutionContext,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    MaterializeResult,
+    asset,
+    materialize,
+)
+
+from pipes_docker import MANAGED_LABEL, PipesDockerClient, PipesDockerMountedChannel
+
+TEST_IMAGE = "pipes-docker-testjob:latest"
+EXAMPLE_IMAGE = "pipes-docker-example:latest"
+BASE_IMAGE = "python:3.11-slim-bookworm"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(here):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(
+            f"No Docker engine answers ({exc}). The integration tests need one:"
+            " run scripts/setup.sh, or run only tests/unit.",
+            pytrace=False,
+        )
+    for image in (TEST_IMAGE, EXAMPLE_IMAGE, BASE_IMAGE):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            pytest.fail(f"Image {image} is missing: run images/build.sh", pytrace=False)
+    yield client
+    client.close()
+
+
+def managed_containers(client: docker.DockerClient) -> list[Any]:
+    return list(client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=true"}))
+
+
+@pytest.fixture(autouse=True)
+def no_containers_left(docker_client: docker.DockerClient) -> Iterator[None]:
+    """Every test must leave no container of ours behind; the sweep keeps the next test clean."""
+    for container in managed_containers(docker_client):
+        container.remove(force=True)
+    yield
+    leftovers = managed_containers(docker_client)
+    for container in leftovers:
+        container.remove(force=True)
+    assert not leftovers, f"containers left behind: {[c.name for c in leftovers]}"
+
+
+@pytest.fixture
+def pipes_tmp(tmp_path: Path) -> Iterator[Path]:
+    """The root for per-run temp dirs; must be empty again after every run."""
+    root = tmp_path / "pipes-tmp"
+    root.mkdir()
+    yield root
+    assert list(root.iterdir()) == [], "temp dirs left behind"
+
+
+@pytest.fixture
+def make_client(
+    docker_client: docker.DockerClient, pipes_tmp: Path
+) -> Callable[..., PipesDockerClient]:
+    def make(**kwargs: Any) -> PipesDockerClient:
+        kwargs.setdefault("docker_client", docker_client)
+        kwargs.setdefault("channel", PipesDockerMountedChannel(temp_dir_root=str(pipes_tmp)))
+        container_kwargs = {"network_mode": "none", **kwargs.pop("container_kwargs", {})}
+        return PipesDockerClient(container_kwargs=container_kwargs, **kwargs)
+
+    return make
+
+
+@dataclass
+class AssetRun:
+    """The outcome of materializing one asset whose body calls the client."""
+
+    result: ExecuteInProcessResult
+    instance: DagsterInstance
+
+    @property
+    def success(self) -> bool:
+        return self.result.success
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        (materialization,) = self.result.asset_materializations_for_node("job")
+        return {key: value.value for key, value in materialization.metadata.items()}
+
+    @property
+    def error(self) -> str:
+        """The step's error, with its causes, as Dagster reports it."""
+        failures = [event for event in self.result.all_events if event.is_step_failure]
+        assert failures, "the step did not fail"
+        error = failures[0].step_failure_data.error
+        assert error is not None
+        return error.to_string()
+
+    def log_messages(self) -> list[str]:
+        return [
+            entry.user_message
+            for entry in self.instance.all_logs(self.result.run_id)
+            if entry.dagster_event is None
+        ]
+
+
+@pytest.fixture
+def run_asset(tmp_path: Path) -> Iterator[Callable[..., AssetRun]]:
+    instances: list[DagsterInstance] = []
+
+    def run(
+        client: PipesDockerClient,
+        code: str | None = None,
+        *,
+        image: str = TEST_IMAGE,
+        command: str | Sequence[str] | None = None,
+        **run_kwargs: Any,
+    ) -> AssetRun:
+        if code is not None:
+            command = ["python", "-c", code]
+
+        @asset(name="job")
+        def job_asset(context: AssetExecutionContext) -> MaterializeResult:
+            return client.run(
+                context=context, image=image, command=command, **run_kwargs
+            ).get_materialize_result()
+
+        instance = DagsterInstance.ephemeral()
+        instances.append(instance)
+        result = materialize([job_asset], instance=instance, raise_on_error=False)
+        return AssetRun(result, instance)
+
+    yield run
+    for instance in instances:
+        instance.dispose()

@@ -1,0 +1,265 @@
+"""An in-memory :class:`~pipes_docker.engine.ContainerEngine` for unit tests.
+
+Each container is played by a Python callable, its *behaviour*, run on a thread from ``start``:
+
+    def behaviour(spec: ContainerSpec, box: FakeContainer) -> int | ContainerExit: ...
+
+``box`` translates container paths to host paths through the spec's mounts, writes to stdout and
+stderr (framed exactly as the Docker engine multiplexes them, and read back in random chunk sizes
+so the demuxer sees headers and payloads cut anywhere), and tells the behaviour when it has been
+asked to stop. A behaviour that raises ends its container with exit code 1 and its traceback on
+stderr; the exception is kept in ``engine.behaviour_errors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import docker.utils
+
+from pipes_docker.engine import ContainerExit, ContainerSpec, CreatedContainer
+
+Behaviour = Callable[[ContainerSpec, "FakeContainer"], "int | ContainerExit"]
+
+STDOUT, STDERR = 1, 2
+
+
+def frame(stream_id: int, payload: bytes) -> bytes:
+    """One frame of Docker's multiplexed attach stream."""
+    return bytes([stream_id, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+
+def exits_with(code: int) -> Behaviour:
+    """A container that does nothing and exits with ``code``."""
+    return lambda spec, box: code
+
+
+def never_exits(spec: ContainerSpec, box: FakeContainer) -> int:
+    """A container that runs until it is stopped, then dies as ``docker stop`` kills it."""
+    box.stop_requested.wait()
+    return 137
+
+
+class FakeStream:
+    """The attach stream: bytes written by the container, read back in random-sized chunks."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._buffer = bytearray()
+        self._ended = False
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def push(self, data: bytes) -> None:
+        with self._cond:
+            if not self._ended:
+                self._buffer += data
+                self._cond.notify_all()
+
+    def end(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def read(self, size: int) -> bytes:
+        with self._cond:
+            self._cond.wait_for(lambda: self._buffer or self._ended or self.closed)
+            if self.closed or not self._buffer:
+                return b""
+            take = self._rng.randint(1, min(size, len(self._buffer)))
+            chunk = bytes(self._buffer[:take])
+            del self._buffer[:take]
+            return chunk
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
+@dataclass
+class FakeContainer:
+    """One container: what the behaviour sees, and what the tests inspect afterwards."""
+
+    id: str
+    spec: ContainerSpec
+    behaviour: Behaviour
+    stream: FakeStream
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    exited: threading.Event = field(default_factory=threading.Event)
+    exit: ContainerExit | None = None
+    removed: bool = False
+    thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        return self.spec.env
+
+    def host_path(self, container_path: str) -> str:
+        """Where a path inside the container lives on the host, through the spec's mounts."""
+        for mount in self.spec.mounts:
+            root = mount.container_path.rstrip("/")
+            if container_path == root or container_path.startswith(root + "/"):
+                return mount.host_path + container_path[len(root) :]
+        raise AssertionError(f"{container_path} is not under any mount of {self.spec.mounts}")
+
+    def stdout(self, data: str | bytes) -> None:
+        self.stream.push(frame(STDOUT, _bytes(data)))
+
+    def stderr(self, data: str | bytes) -> None:
+        self.stream.push(frame(STDERR, _bytes(data)))
+
+    def _run(self, errors: list[BaseException]) -> None:
+        try:
+            result = self.behaviour(self.spec, self)
+        except BaseException as exc:
+            errors.append(exc)
+            self.stderr("".join(traceback.format_exception(exc)))
+            result = 1
+        self._finish(result)
+
+    def _finish(self, result: int | ContainerExit) -> None:
+        outcome = result if isinstance(result, ContainerExit) else ContainerExit(result)
+        if outcome.oom_killed and outcome.memory_limit is None:
+            # The real engine reads the limit back from the container's HostConfig.
+            outcome = replace(outcome, memory_limit=_memory_limit(self.spec))
+        with self._lock:
+            if self.exited.is_set():
+                return  # already killed by stop() or remove()
+            self.exit = outcome
+            self.stream.end()
+            self.exited.set()
+
+
+class FakeEngine:
+    """Implements ``ContainerEngine`` in memory and records every call in ``calls``.
+
+    Args:
+        behaviour: Plays every container this engine creates (default: exits 0 at once).
+        image_present: What ``image_present`` answers until an image is pulled.
+        create_error, start_error, pull_error: Raised by that operation when set.
+        seed: Seeds the random chunk sizes of the attach streams.
+    """
+
+    address = "fake://engine"
+
+    def __init__(
+        self,
+        behaviour: Behaviour = exits_with(0),
+        *,
+        image_present: bool = True,
+        create_error: BaseException | None = None,
+        start_error: BaseException | None = None,
+        pull_error: BaseException | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.behaviour = behaviour
+        self.images_present = image_present
+        self.create_error = create_error
+        self.start_error = start_error
+        self.pull_error = pull_error
+        self.calls: list[tuple[str, str]] = []
+        self.containers: dict[str, FakeContainer] = {}
+        self.behaviour_errors: list[BaseException] = []
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    # -- what tests read ------------------------------------------------------------------
+
+    def ops(self) -> list[str]:
+        """The names of the calls made, in order."""
+        return [op for op, _ in self.calls]
+
+    @property
+    def specs(self) -> list[ContainerSpec]:
+        return [c.spec for c in self.containers.values()]
+
+    @property
+    def only(self) -> FakeContainer:
+        """The single container this engine created."""
+        assert len(self.containers) == 1, f"expected one container, got {len(self.containers)}"
+        return next(iter(self.containers.values()))
+
+    def live_containers(self) -> list[str]:
+        return [cid for cid, c in self.containers.items() if not c.removed]
+
+    # -- ContainerEngine --------------------------------------------------------------------
+
+    def _record(self, op: str, arg: str) -> None:
+        with self._lock:
+            self.calls.append((op, arg))
+
+    def image_present(self, image: str) -> bool:
+        self._record("image_present", image)
+        return self.images_present
+
+    def pull(self, image: str, auth: Mapping[str, str] | None) -> None:
+        self._record("pull", image)
+        if self.pull_error is not None:
+            raise self.pull_error
+        self.images_present = True
+
+    def create(self, spec: ContainerSpec) -> CreatedContainer:
+        self._record("create", spec.image)
+        if self.create_error is not None:
+            raise self.create_error
+        cid = hashlib.sha256(f"container {len(self.containers)}".encode()).hexdigest()
+        self.containers[cid] = FakeContainer(cid, spec, self.behaviour, FakeStream(self._rng))
+        return CreatedContainer(id=cid, image_id=f"sha256:{'ab' * 32}", tty=False)
+
+    def attach(self, container_id: str) -> FakeStream:
+        self._record("attach", container_id)
+        return self.containers[container_id].stream
+
+    def start(self, container_id: str) -> None:
+        self._record("start", container_id)
+        if self.start_error is not None:
+            raise self.start_error
+        container = self.containers[container_id]
+        container.thread = threading.Thread(
+            target=container._run, args=(self.behaviour_errors,), daemon=True
+        )
+        container.thread.start()
+
+    def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
+        self._record("wait", container_id)
+        container = self.containers[container_id]
+        return container.exit if container.exited.wait(timeout) else None
+
+    def stop(self, container_id: str, grace_seconds: float) -> None:
+        self._record("stop", container_id)
+        container = self.containers[container_id]
+        container.stop_requested.set()
+        if not container.exited.wait(grace_seconds):
+            container._finish(137)  # the engine's SIGKILL after the grace period
+
+    def remove(self, container_id: str) -> None:
+        self._record("remove", container_id)
+        container = self.containers[container_id]
+        container.stop_requested.set()
+        container._finish(137)  # force=True kills a container that still runs
+        container.removed = True
+
+    def list_containers(self, labels: Mapping[str, str]) -> Sequence[Mapping[str, Any]]:
+        self._record("list_containers", ",".join(labels))
+        return [
+            {"Id": cid, "Labels": dict(c.spec.labels)}
+            for cid, c in self.containers.items()
+            if not c.removed and labels.items() <= c.spec.labels.items()
+        ]
+
+
+def _bytes(data: str | bytes) -> bytes:
+    return data.encode() if isinstance(data, str) else data
+
+
+def _memory_limit(spec: ContainerSpec) -> int | None:
+    limit = spec.options.get("mem_limit")
+    return None if limit is None else int(docker.utils.parse_bytes(limit))
