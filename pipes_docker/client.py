@@ -8,6 +8,7 @@ import secrets
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import docker
@@ -26,6 +27,7 @@ from pipes_docker.channel import PipesDockerChannel, PipesDockerMountedChannel
 from pipes_docker.demux import LineSink, ProcessStream, StreamTarget
 from pipes_docker.engine import ContainerEngine, ContainerSpec, DockerEngine
 from pipes_docker.errors import PipesDockerContainerError, PipesDockerImageError
+from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import ContainerLauncher, ContainerOutcome
 
 __all__ = ["LABEL_PREFIX", "MANAGED_LABEL", "PipesDockerClient", "PullPolicy"]
@@ -34,6 +36,8 @@ PullPolicy = Literal["if_not_present", "always", "never"]
 
 LABEL_PREFIX = "io.pipes-docker"
 MANAGED_LABEL = f"{LABEL_PREFIX}.managed"
+HOST_LABEL = f"{LABEL_PREFIX}.orchestrator-host"
+PID_LABEL = f"{LABEL_PREFIX}.orchestrator-pid"
 
 STDERR_TAIL_LINES = 20
 
@@ -71,9 +75,12 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         registry: Credentials for pulls: ``{"url", "username", "password"}``. Never logged.
         log_dir: When set, each run keeps its container's output in
             ``{log_dir}/{container name}/stdout.log`` and ``stderr.log``.
-        forward_termination: Whether to stop the container when the run is interrupted.
+        forward_termination: When the run is interrupted (Dagster terminates it, or the
+            orchestrator gets SIGTERM/SIGINT), whether the container gets SIGTERM and
+            ``termination_timeout_seconds`` to exit before SIGKILL. When ``False`` it is killed at
+            once. Either way its output so far is read and it is removed.
         termination_timeout_seconds: How long a stopped container gets between SIGTERM and
-            SIGKILL.
+            SIGKILL (also after ``timeout_seconds``).
         channel: How context and messages travel. Defaults to a bind-mounted temp dir
             (:class:`PipesDockerMountedChannel`).
         engine: The engine seam; defaults to docker-py (``docker_client``). Meant for tests.
@@ -159,8 +166,29 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         run_kwargs = dict(container_kwargs or {})
         _check_container_kwargs(run_kwargs)
         options = {**self._container_kwargs, **run_kwargs}
-        self._ensure_image(image)
+        with sigterm_unwinds():
+            return self._run(
+                context=context,
+                image=image,
+                command=command,
+                env=env or {},
+                extras=extras,
+                options=options,
+                timeout_seconds=timeout_seconds,
+            )
 
+    def _run(
+        self,
+        *,
+        context: OpExecutionContext | AssetExecutionContext,
+        image: str,
+        command: str | Sequence[str] | None,
+        env: Mapping[str, str],
+        extras: PipesExtras | None,
+        options: dict[str, Any],
+        timeout_seconds: float | None,
+    ) -> PipesClientCompletedInvocation:
+        self._ensure_image(image)
         with (
             self._channel.open(warn=context.log.warning) as channel,
             open_pipes_session(
@@ -174,7 +202,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 image=image,
                 command=command,
                 name=_container_name(context),
-                env_layers=[self._env, _pop_environment(options), env or {}],
+                env_layers=[self._env, _pop_environment(options), env],
                 bootstrap_env=session.get_bootstrap_env_vars(),
                 labels=_labels(context),
                 options=options,
@@ -187,6 +215,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                     stderr=stderr,
                     timeout_seconds=timeout_seconds,
                     on_interrupt=self._on_interrupt(context),
+                    graceful_stop=self._forward_termination,
                 )
             if outcome.exit.exit_code != 0:
                 tail, tail_stream = stderr.tail_lines(STDERR_TAIL_LINES), "stderr"
@@ -204,6 +233,36 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         return PipesClientCompletedInvocation(
             session, metadata=self._metadata(image, outcome, spec.name)
         )
+
+    def remove_orphans(self, *, older_than: timedelta = timedelta(hours=6)) -> list[str]:
+        """Remove containers of ours that a crashed or killed orchestrator left behind.
+
+        A run removes its own container; one that is still there was orphaned when its
+        orchestrator died without cleaning up (SIGKILL, a lost machine). A container labelled
+        ``io.pipes-docker.managed=true`` is removed, running or not, when:
+
+        * the orchestrator that made it ran on this host and its process is gone, or
+        * it was created more than ``older_than`` ago (for orchestrators on other hosts).
+
+        Containers of live runs on this host are left alone whatever their age unless
+        ``older_than`` says otherwise. ``older_than=timedelta(0)`` removes every container of ours.
+
+        Returns:
+            The ids of the containers removed.
+        """
+        now = datetime.now(UTC)
+        host = socket.gethostname()
+        removed = []
+        for container in self._engine.list_containers({MANAGED_LABEL: "true"}):
+            labels = container.get("Labels") or {}
+            created = datetime.fromtimestamp(int(container.get("Created", 0)), UTC)
+            orchestrator_gone = labels.get(HOST_LABEL) == host and not _process_alive(
+                labels.get(PID_LABEL, "")
+            )
+            if orchestrator_gone or now - created >= older_than:
+                self._engine.remove(container["Id"])
+                removed.append(str(container["Id"]))
+        return removed
 
     def _ensure_image(self, image: str) -> None:
         if self._pull_policy == "always":
@@ -345,8 +404,8 @@ def _build_spec(
 def _labels(context: OpExecutionContext | AssetExecutionContext) -> dict[str, str]:
     labels = {
         MANAGED_LABEL: "true",
-        f"{LABEL_PREFIX}.orchestrator-host": socket.gethostname(),
-        f"{LABEL_PREFIX}.orchestrator-pid": str(os.getpid()),
+        HOST_LABEL: socket.gethostname(),
+        PID_LABEL: str(os.getpid()),
     }
     for key, read in (
         ("dagster-run-id", lambda: context.run.run_id),
@@ -364,6 +423,22 @@ def _container_name(context: OpExecutionContext | AssetExecutionContext) -> str:
     step = str(_try(lambda: context.get_step_execution_context().step.key) or "step")
     step = re.sub(r"[^a-zA-Z0-9_.-]+", "-", step).strip("-.")[:40] or "step"
     return f"pipes-{run_id}-{step}-{secrets.token_hex(4)}"
+
+
+def _process_alive(pid_label: str) -> bool:
+    try:
+        pid = int(pid_label)
+    except ValueError:
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, but someone else's
+    return True
 
 
 def _try(read: Any) -> Any:

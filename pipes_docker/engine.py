@@ -27,6 +27,7 @@ from pipes_docker.errors import (
     PipesDockerImageError,
     PipesDockerLaunchError,
 )
+from pipes_docker.retry import retry_transient_engine_errors
 
 __all__ = [
     "ContainerEngine",
@@ -133,7 +134,8 @@ class DockerEngine:
                     except docker.errors.DockerException as exc:
                         raise PipesDockerEngineError(
                             f"Cannot reach the Docker engine at {_env_address()}: {exc}."
-                            " Is the daemon running, and does DOCKER_HOST point at it?"
+                            " Is the daemon running, and does DOCKER_HOST point at it?",
+                            transient=True,
                         ) from exc
         return self._client
 
@@ -143,6 +145,7 @@ class DockerEngine:
             return _env_address()
         return str(self._client.api.base_url)
 
+    @retry_transient_engine_errors
     def image_present(self, image: str) -> bool:
         with self._translate(f"inspecting image {image!r}"):
             try:
@@ -151,6 +154,7 @@ class DockerEngine:
                 return False
         return True
 
+    @retry_transient_engine_errors
     def pull(self, image: str, auth: Mapping[str, str] | None) -> None:
         repository, tag = _split_reference(image)
         with self._translate(f"pulling image {image!r}"):
@@ -167,10 +171,13 @@ class DockerEngine:
                             image=image,
                         )
             except docker.errors.APIError as exc:
+                if _is_transient_status(exc):
+                    raise
                 raise PipesDockerImageError(
                     f"Pulling image {image!r} failed: {_explain(exc)}", image=image
                 ) from exc
 
+    @retry_transient_engine_errors
     def create(self, spec: ContainerSpec) -> CreatedContainer:
         volumes = [*spec.volumes, *(_bind(m) for m in spec.mounts)]
         with self._translate(f"creating a container from image {spec.image!r}"):
@@ -193,6 +200,12 @@ class DockerEngine:
                     image=spec.image,
                 ) from exc
             except docker.errors.APIError as exc:
+                if _is_transient_status(exc):
+                    raise  # _translate marks it transient; the retry policy tries again
+                if exc.status_code == 409 and spec.name in _explain(exc):
+                    # An earlier attempt did create it before its answer was lost.
+                    container = self._adopt(spec)
+                    return _created(container)
                 raise PipesDockerLaunchError(
                     f"Creating a container from image {spec.image!r} failed: {_explain(exc)}",
                     image=spec.image,
@@ -205,12 +218,19 @@ class DockerEngine:
                     image=spec.image,
                     container_id=None,
                 ) from exc
-        return CreatedContainer(
-            id=container.id or "",
-            image_id=str(container.attrs.get("Image", "")),
-            tty=bool(container.attrs.get("Config", {}).get("Tty")),
-        )
+        return _created(container)
 
+    def _adopt(self, spec: ContainerSpec) -> Any:
+        container = self.client.containers.get(spec.name)
+        if container.labels != dict(spec.labels):
+            raise PipesDockerLaunchError(
+                f"A container named {spec.name!r} already exists and is not this run's.",
+                image=spec.image,
+                container_id=container.id,
+            )
+        return container
+
+    @retry_transient_engine_errors
     def attach(self, container_id: str) -> OutputStream:
         with self._translate(f"attaching to container {container_id[:12]}"):
             raw = self.client.api.attach_socket(
@@ -218,6 +238,7 @@ class DockerEngine:
             )
         return _SocketStream(raw)
 
+    @retry_transient_engine_errors
     def start(self, container_id: str, image: str) -> None:
         with self._translate(f"starting container {container_id[:12]}"):
             try:
@@ -230,6 +251,7 @@ class DockerEngine:
                     container_id=container_id,
                 ) from exc
 
+    @retry_transient_engine_errors
     def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
         with self._translate(f"waiting for container {container_id[:12]}"):
             try:
@@ -247,6 +269,7 @@ class DockerEngine:
                 memory_limit = attrs.get("HostConfig", {}).get("Memory") or None
         return ContainerExit(exit_code, oom_killed, memory_limit, error)
 
+    @retry_transient_engine_errors
     def stop(self, container_id: str, grace_seconds: float) -> None:
         with (
             self._translate(f"stopping container {container_id[:12]}"),
@@ -254,6 +277,7 @@ class DockerEngine:
         ):
             self.client.api.stop(container_id, timeout=max(0, round(grace_seconds)))
 
+    @retry_transient_engine_errors
     def remove(self, container_id: str) -> None:
         with self._translate(f"removing container {container_id[:12]}"):
             try:
@@ -265,6 +289,7 @@ class DockerEngine:
                     return  # another remove (ours or auto_remove) got there first
                 raise
 
+    @retry_transient_engine_errors
     def list_containers(self, labels: Mapping[str, str]) -> Sequence[Mapping[str, Any]]:
         filters = [f"{key}={value}" for key, value in labels.items()]
         with self._translate("listing containers"):
@@ -295,16 +320,14 @@ class _Translate:
         if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
             raise PipesDockerEngineError(
                 f"Cannot reach the Docker engine at {self._engine.address} while {self._action}:"
-                f" {exc}. Is the daemon running, and does DOCKER_HOST point at it?"
+                f" {exc}. Is the daemon running, and does DOCKER_HOST point at it?",
+                transient=True,
             ) from exc
-        if (
-            isinstance(exc, docker.errors.APIError)
-            and not isinstance(exc, docker.errors.NotFound)
-            and exc.is_server_error()
-        ):
+        if isinstance(exc, docker.errors.APIError) and _is_transient_status(exc):
             raise PipesDockerEngineError(
                 f"The Docker engine at {self._engine.address} failed while {self._action}:"
-                f" {_explain(exc)}"
+                f" {_explain(exc)}",
+                transient=True,
             ) from exc
 
 
@@ -334,6 +357,18 @@ class _SocketStream:
                     closable.close()
             except OSError:
                 pass
+
+
+def _created(container: Any) -> CreatedContainer:
+    return CreatedContainer(
+        id=container.id or "",
+        image_id=str(container.attrs.get("Image", "")),
+        tty=bool(container.attrs.get("Config", {}).get("Tty")),
+    )
+
+
+def _is_transient_status(exc: docker.errors.APIError) -> bool:
+    return bool(exc.is_server_error() or exc.status_code == 429)
 
 
 def _bind(mount: Mount) -> str:

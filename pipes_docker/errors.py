@@ -19,6 +19,7 @@ __all__ = [
     "PipesDockerEngineError",
     "PipesDockerError",
     "PipesDockerImageError",
+    "PipesDockerInterrupted",
     "PipesDockerLaunchError",
     "PipesDockerTimeoutError",
 ]
@@ -29,7 +30,19 @@ class PipesDockerError(DagsterPipesExecutionError):
 
 
 class PipesDockerEngineError(PipesDockerError):
-    """The Docker engine could not be reached, or answered with an error we cannot act on."""
+    """The Docker engine could not be reached, or answered with an error we cannot act on.
+
+    Attributes:
+        transient: Whether trying again may succeed (unreachable, timed out, 5xx, 429).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class PipesDockerInterrupted(KeyboardInterrupt):
+    """The orchestrator got SIGTERM while a container ran; raised to unwind and clean up."""
 
 
 class PipesDockerImageError(PipesDockerError):

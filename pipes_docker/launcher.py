@@ -21,6 +21,7 @@ from enum import Enum
 from pipes_docker.demux import STDERR, STDOUT, FrameDemuxer, LineSink
 from pipes_docker.engine import ContainerEngine, ContainerExit, ContainerSpec, OutputStream
 from pipes_docker.errors import PipesDockerError, PipesDockerTimeoutError
+from pipes_docker.interrupts import deferred_signals
 
 __all__ = ["ContainerLauncher", "ContainerOutcome"]
 
@@ -82,10 +83,14 @@ class ContainerLauncher:
         stderr: LineSink,
         timeout_seconds: float | None = None,
         on_interrupt: Callable[[BaseException], None] | None = None,
+        graceful_stop: bool = True,
     ) -> ContainerOutcome:
         """Run the container to its end and return how it ended.
 
-        A non-zero exit is an outcome, not an error: the caller decides what it means.
+        A non-zero exit is an outcome, not an error: the caller decides what it means. When the
+        wait is interrupted (an exception from a signal handler, say) the container is stopped,
+        with SIGTERM and a grace period if ``graceful_stop`` else at once with SIGKILL, its output
+        is drained, it is removed, and the interruption propagates.
 
         Raises:
             PipesDockerLaunchError: The container could not be created or started.
@@ -111,18 +116,21 @@ class ContainerLauncher:
             return ContainerOutcome(container_id, spec.name, created.image_id, exit_, duration)
         except BaseException as exc:
             if phase is _Phase.RUNNING:
-                if on_interrupt is not None and not isinstance(exc, PipesDockerError):
-                    on_interrupt(exc)
-                self._stop_quietly(container_id)
+                with deferred_signals():
+                    if on_interrupt is not None and not isinstance(exc, PipesDockerError):
+                        on_interrupt(exc)
+                    grace = self._termination_timeout if graceful_stop else 0.0
+                    self._stop_quietly(container_id, grace)
             raise
         finally:
-            if pump is not None:
-                if phase is _Phase.CREATED:
-                    pump.abort()  # never started: nothing more will come
-                else:
-                    pump.finish(self._drain_timeout)
-            if phase is not _Phase.NOT_CREATED:
-                self._engine.remove(container_id)
+            with deferred_signals():
+                if pump is not None:
+                    if phase is _Phase.CREATED:
+                        pump.abort()  # never started: nothing more will come
+                    else:
+                        pump.finish(self._drain_timeout)
+                if phase is not _Phase.NOT_CREATED:
+                    self._engine.remove(container_id)
 
     def _wait(
         self,
@@ -149,9 +157,9 @@ class ContainerLauncher:
             if exit_ is not None:
                 return exit_
 
-    def _stop_quietly(self, container_id: str) -> None:
+    def _stop_quietly(self, container_id: str, grace_seconds: float) -> None:
         try:
-            self._engine.stop(container_id, self._termination_timeout)
+            self._engine.stop(container_id, grace_seconds)
         except Exception:  # the remove in `finally` forces it anyway
             logger.warning("Stopping container %s failed", container_id[:12], exc_info=True)
 

@@ -4,6 +4,7 @@ A missing engine or image is an error here, never a skip: these tests are the pr
 client works, and CI must not go green without them.
 """
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,19 +56,27 @@ def docker_client() -> Iterator[docker.DockerClient]:
     client.close()
 
 
-def managed_containers(client: docker.DockerClient) -> list[Any]:
-    return list(client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=true"}))
+def containers_of_this_process(client: docker.DockerClient) -> list[Any]:
+    label = f"io.pipes-docker.orchestrator-pid={os.getpid()}"
+    return list(
+        client.containers.list(all=True, filters={"label": [MANAGED_LABEL + "=true", label]})
+    )
 
 
 @pytest.fixture(autouse=True)
 def no_containers_left(docker_client: docker.DockerClient) -> Iterator[None]:
-    """Every test must leave no container of ours behind; the sweep keeps the next test clean."""
-    for container in managed_containers(docker_client):
-        container.remove(force=True)
+    """Every test must leave no container of ours behind.
+
+    Containers of other live orchestrators on the same engine are none of our business; those
+    whose orchestrator died are swept by the client's own orphan removal.
+    """
+    sweeper = PipesDockerClient(docker_client=docker_client)
+    sweeper.remove_orphans()
     yield
-    leftovers = managed_containers(docker_client)
+    leftovers = containers_of_this_process(docker_client)
     for container in leftovers:
         container.remove(force=True)
+    sweeper.remove_orphans()
     assert not leftovers, f"containers left behind: {[c.name for c in leftovers]}"
 
 

@@ -110,11 +110,16 @@ class FakeContainer:
                 return mount.host_path + container_path[len(root) :]
         raise AssertionError(f"{container_path} is not under any mount of {self.spec.mounts}")
 
+    @property
+    def tty(self) -> bool:
+        """With a TTY the engine sends one raw stream, without frames."""
+        return bool(self.spec.options.get("tty"))
+
     def stdout(self, data: str | bytes) -> None:
-        self.stream.push(frame(STDOUT, _bytes(data)))
+        self.stream.push(_bytes(data) if self.tty else frame(STDOUT, _bytes(data)))
 
     def stderr(self, data: str | bytes) -> None:
-        self.stream.push(frame(STDERR, _bytes(data)))
+        self.stream.push(_bytes(data) if self.tty else frame(STDERR, _bytes(data)))
 
     def _run(self, errors: list[BaseException]) -> None:
         try:
@@ -152,7 +157,7 @@ class FakeEngine:
 
     def __init__(
         self,
-        behaviour: Behaviour = exits_with(0),
+        behaviour: Behaviour | None = None,
         *,
         image_present: bool = True,
         create_error: BaseException | None = None,
@@ -160,7 +165,7 @@ class FakeEngine:
         pull_error: BaseException | None = None,
         seed: int = 0,
     ) -> None:
-        self.behaviour = behaviour
+        self.behaviour = behaviour or exits_with(0)
         self.images_present = image_present
         self.create_error = create_error
         self.start_error = start_error
@@ -211,14 +216,15 @@ class FakeEngine:
         if self.create_error is not None:
             raise self.create_error
         cid = hashlib.sha256(f"container {len(self.containers)}".encode()).hexdigest()
-        self.containers[cid] = FakeContainer(cid, spec, self.behaviour, FakeStream(self._rng))
-        return CreatedContainer(id=cid, image_id=f"sha256:{'ab' * 32}", tty=False)
+        container = FakeContainer(cid, spec, self.behaviour, FakeStream(self._rng))
+        self.containers[cid] = container
+        return CreatedContainer(id=cid, image_id=f"sha256:{'ab' * 32}", tty=container.tty)
 
     def attach(self, container_id: str) -> FakeStream:
         self._record("attach", container_id)
         return self.containers[container_id].stream
 
-    def start(self, container_id: str) -> None:
+    def start(self, container_id: str, image: str) -> None:
         self._record("start", container_id)
         if self.start_error is not None:
             raise self.start_error

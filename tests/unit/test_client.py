@@ -1,0 +1,617 @@
+"""PipesDockerClient driven through real Dagster materializations, on the in-memory engine.
+
+Each container is a Python function (see ``fakes.py``) that does what a Pipes job in an image
+does: decode its bootstrap env vars, read the context, append messages to the mounted file,
+print to stdout/stderr and exit.
+"""
+
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from dagster import (
+    AssetExecutionContext,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    MaterializeResult,
+    asset,
+    materialize,
+)
+from dagster_pipes import decode_param
+
+from pipes_docker import (
+    MANAGED_LABEL,
+    PipesDockerClient,
+    PipesDockerContainerError,
+    PipesDockerImageError,
+    PipesDockerLaunchError,
+    PipesDockerMountedChannel,
+    PipesDockerTimeoutError,
+)
+from pipes_docker.engine import ContainerExit, ContainerSpec
+
+from .fakes import FakeContainer, FakeEngine, exits_with, never_exits
+
+
+IMAGE = "registry.example/team/job:1.2"
+
+
+# -- what a Pipes job inside the container does ----------------------------------------------
+
+
+def pipes_context(box: FakeContainer) -> dict[str, Any]:
+    """Decode DAGSTER_PIPES_CONTEXT and read the context file it points at."""
+    params = decode_param(box.env["DAGSTER_PIPES_CONTEXT"])
+    return orjson.loads(Path(box.host_path(params["path"])).read_bytes())  # type: ignore[no-any-return]
+
+
+def send(box: FakeContainer, *messages: tuple[str, Mapping[str, Any]], raw: bytes = b"") -> None:
+    """Append messages (and optionally raw bytes first) to the file DAGSTER_PIPES_MESSAGES names."""
+    params = decode_param(box.env["DAGSTER_PIPES_MESSAGES"])
+    lines = b"".join(
+        orjson.dumps({"__dagster_pipes_version": "0.1", "method": method, "params": body}) + b"\n"
+        for method, body in messages
+    )
+    with open(box.host_path(params["path"]), "ab") as file:
+        file.write(raw + lines)
+
+
+def pipes_job(
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    stdout: Sequence[str] = (),
+    stderr: Sequence[str] = (),
+    exit: int | ContainerExit = 0,
+    before: Callable[[FakeContainer], None] | None = None,
+) -> Callable[[ContainerSpec, FakeContainer], int | ContainerExit]:
+    """A container that speaks Pipes: opens, reports one materialization, closes, exits."""
+
+    def behaviour(spec: ContainerSpec, box: FakeContainer) -> int | ContainerExit:
+        context = pipes_context(box)
+        if before is not None:
+            before(box)
+        send(
+            box,
+            ("opened", {"extras": {}}),
+            (
+                "report_asset_materialization",
+                {
+                    "asset_key": context["asset_keys"][0],
+                    "metadata": {
+                        key: {"raw_value": value, "type": "__infer__"}
+                        for key, value in (metadata or {}).items()
+                    },
+                    "data_version": None,
+                },
+            ),
+            ("closed", {}),
+        )
+        for line in stdout:
+            box.stdout(line + "\n")
+        for line in stderr:
+            box.stderr(line + "\n")
+        return exit
+
+    return behaviour
+
+
+# -- running an asset whose body calls the client --------------------------------------------
+
+
+@pytest.fixture
+def pipes_root(tmp_path: Path) -> Iterator[Path]:
+    """Where the client's per-run temp dirs go; it must be empty again after every run."""
+    root = tmp_path / "pipes"
+    root.mkdir()
+    yield root
+    assert list(root.iterdir()) == [], "the client left temp dirs behind"
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+@pytest.fixture
+def client_for(pipes_root: Path) -> Callable[..., PipesDockerClient]:
+    def make(engine: FakeEngine, **kwargs: Any) -> PipesDockerClient:
+        kwargs.setdefault(
+            "channel", PipesDockerMountedChannel(temp_dir_root=str(pipes_root), poll_interval=0.01)
+        )
+        return PipesDockerClient(engine=engine, **kwargs)
+
+    return make
+
+
+def run_asset(
+    client: PipesDockerClient,
+    *,
+    instance: DagsterInstance | None = None,
+    raise_on_error: bool = True,
+    tolerate_run_id_deprecation: bool = True,
+    **run_kwargs: Any,
+) -> ExecuteInProcessResult:
+    """Materialize one asset whose body is ``client.run(context=context, **run_kwargs)``.
+
+    Dagster's own open_pipes_session reads the deprecated ``AssetExecutionContext.run_id``;
+    that one warning is tolerated here except in the test that pins it as a bug.
+    """
+    run_kwargs.setdefault("image", IMAGE)
+
+    @asset(name="job")
+    def job(context: AssetExecutionContext, docker_pipes: PipesDockerClient) -> MaterializeResult:
+        return docker_pipes.run(context=context, **run_kwargs).get_materialize_result()
+
+    with warnings.catch_warnings():
+        if tolerate_run_id_deprecation:
+            warnings.filterwarnings(
+                "ignore", "AssetExecutionContext.run_id is deprecated", DeprecationWarning
+            )
+        return materialize(
+            [job],
+            resources={"docker_pipes": client},
+            instance=instance,
+            raise_on_error=raise_on_error,
+        )
+
+
+def materialization_metadata(result: ExecuteInProcessResult) -> dict[str, Any]:
+    (materialization,) = result.asset_materializations_for_node("job")
+    return {key: value.value for key, value in materialization.metadata.items()}
+
+
+def warnings_logged(instance: DagsterInstance, result: ExecuteInProcessResult) -> list[str]:
+    return [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if entry.dagster_event is None and entry.level >= 30
+    ]
+
+
+# -- the happy path ------------------------------------------------------------------------
+
+
+def test_reported_metadata_and_run_metadata_reach_the_materialization(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job(metadata={"rows": 42, "source": "s3://bucket/key"}))
+
+    result = run_asset(client_for(engine))
+
+    metadata = materialization_metadata(result)
+    container = engine.only
+    assert metadata["rows"] == 42
+    assert metadata["source"] == "s3://bucket/key"
+    assert metadata["pipes_docker/image"] == IMAGE
+    assert metadata["pipes_docker/image_id"] == "sha256:" + "ab" * 32
+    assert metadata["pipes_docker/container_id"] == container.id
+    assert metadata["pipes_docker/container_name"] == container.spec.name
+    assert metadata["pipes_docker/exit_code"] == 0
+    assert isinstance(metadata["pipes_docker/duration_seconds"], float)
+    assert 0 <= metadata["pipes_docker/duration_seconds"] < 10
+
+
+def test_bootstrap_env_points_at_container_paths_that_hold_the_context(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def record(box: FakeContainer) -> None:
+        seen["context_param"] = decode_param(box.env["DAGSTER_PIPES_CONTEXT"])
+        seen["messages_param"] = decode_param(box.env["DAGSTER_PIPES_MESSAGES"])
+        seen["context"] = pipes_context(box)
+
+    engine = FakeEngine(pipes_job(before=record))
+    result = run_asset(client_for(engine), extras={"date": "2024-01-01"}, command=["run", "--x"])
+
+    assert result.success
+    assert seen["context_param"] == {"path": "/dagster-pipes/context.json"}
+    assert seen["messages_param"] == {"path": "/dagster-pipes/messages"}
+    assert seen["context"]["asset_keys"] == ["job"]
+    assert seen["context"]["extras"] == {"date": "2024-01-01"}
+    assert seen["context"]["run_id"] == result.run_id
+    assert engine.only.spec.command == ["run", "--x"]
+    [mount] = engine.only.spec.mounts
+    assert mount.container_path == "/dagster-pipes"
+
+
+@pytest.mark.parametrize("as_list", [False, True], ids=["environment-dict", "environment-list"])
+def test_env_precedence_and_bootstrap_vars_cannot_be_overridden(
+    client_for: Callable[..., PipesDockerClient], as_list: bool
+) -> None:
+    kwargs_env: Mapping[str, str] = {"B": "kwargs", "C": "kwargs", "DAGSTER_PIPES_MESSAGES": "x"}
+    engine = FakeEngine(pipes_job())
+    client = client_for(
+        engine,
+        env={"A": "client", "B": "client", "C": "client", "D": "client"},
+        container_kwargs={
+            "environment": [f"{k}={v}" for k, v in kwargs_env.items()] if as_list else kwargs_env
+        },
+    )
+
+    result = run_asset(client, env={"C": "run", "DAGSTER_PIPES_CONTEXT": "mine"})
+
+    assert result.success
+    env = engine.only.env
+    assert (env["A"], env["B"], env["C"], env["D"]) == ("client", "kwargs", "run", "client")
+    assert decode_param(env["DAGSTER_PIPES_CONTEXT"]) == {"path": "/dagster-pipes/context.json"}
+    assert decode_param(env["DAGSTER_PIPES_MESSAGES"]) == {"path": "/dagster-pipes/messages"}
+    assert "environment" not in engine.only.spec.options
+
+
+def test_labels_mark_the_container_as_managed_and_name_the_run(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job())
+    client = client_for(
+        engine, container_kwargs={"labels": {"team": "data", MANAGED_LABEL: "false"}}
+    )
+
+    result = run_asset(client)
+
+    labels = engine.only.spec.labels
+    assert labels[MANAGED_LABEL] == "true"
+    assert labels["io.pipes-docker.dagster-run-id"] == result.run_id
+    assert labels["io.pipes-docker.dagster-step-key"] == "job"
+    assert labels["team"] == "data"
+    assert result.run_id[:8] in engine.only.spec.name
+
+
+def test_container_kwargs_pass_through_and_run_kwargs_win(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job())
+    client = client_for(engine, container_kwargs={"user": "1000", "network_mode": "none"})
+
+    run_asset(client, container_kwargs={"network_mode": "bridge", "mem_limit": "1g"})
+
+    options = engine.only.spec.options
+    assert options["user"] == "1000"
+    assert options["network_mode"] == "bridge"
+    assert options["mem_limit"] == "1g"
+    assert options["init"] is True
+
+
+def test_output_is_attached_before_the_container_starts(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job())
+
+    run_asset(client_for(engine))
+
+    assert engine.ops() == ["image_present", "create", "attach", "start", "wait", "remove"]
+
+
+def test_stdout_and_stderr_land_on_the_matching_process_streams(
+    client_for: Callable[..., PipesDockerClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = FakeEngine(
+        pipes_job(stdout=["container says hi", "caf\u00e9 \U0001f600"], stderr=["container warns"])
+    )
+
+    run_asset(client_for(engine))
+
+    out, err = capsys.readouterr()
+    assert "container says hi\ncaf\u00e9 \U0001f600\n" in out
+    assert "container warns\n" in err
+    assert "container warns" not in out
+    assert "container says hi" not in err
+
+
+def test_forward_stdio_false_keeps_process_streams_clean(
+    client_for: Callable[..., PipesDockerClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = FakeEngine(pipes_job(stdout=["quiet please"], stderr=["hush"]))
+
+    run_asset(client_for(engine, forward_stdio=False))
+
+    out, err = capsys.readouterr()
+    assert "quiet please" not in out + err
+    assert "hush" not in out + err
+
+
+def test_log_dir_keeps_each_stream_in_its_own_file(
+    client_for: Callable[..., PipesDockerClient], tmp_path: Path
+) -> None:
+    engine = FakeEngine(pipes_job(stdout=["out 1", "out 2"], stderr=["err 1"]))
+
+    result = run_asset(client_for(engine, log_dir=str(tmp_path / "logs")))
+
+    directory = tmp_path / "logs" / engine.only.spec.name
+    assert (directory / "stdout.log").read_text() == "out 1\nout 2\n"
+    assert (directory / "stderr.log").read_text() == "err 1\n"
+    metadata = materialization_metadata(result)
+    assert metadata["pipes_docker/stdout_log"] == str(directory / "stdout.log")
+    assert metadata["pipes_docker/stderr_log"] == str(directory / "stderr.log")
+
+
+def test_malformed_message_line_is_logged_as_a_warning_and_the_rest_arrives(
+    client_for: Callable[..., PipesDockerClient], instance: DagsterInstance
+) -> None:
+    engine = FakeEngine(
+        pipes_job(metadata={"rows": 7}, before=lambda box: send(box, raw=b"{garbage\n"))
+    )
+
+    result = run_asset(client_for(engine), instance=instance)
+
+    assert materialization_metadata(result)["rows"] == 7
+    [warning] = [w for w in warnings_logged(instance, result) if "pipes-docker" in w]
+    assert "line 1" in warning
+    assert "not valid JSON" in warning
+
+
+# -- failures: each one diagnosed, nothing left behind -----------------------------------------
+
+
+def test_nonzero_exit_error_names_image_container_code_and_stderr_tail(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    secret = "s3cr3t-t0ken-value"
+    stderr = [f"err-{i:02d}" for i in range(30)] + ["ValueError: bad input"]
+    engine = FakeEngine(pipes_job(stderr=stderr, stdout=["some progress"], exit=3))
+    client = client_for(engine, env={"API_TOKEN": secret})
+
+    with pytest.raises(PipesDockerContainerError) as caught:
+        run_asset(client, env={"RUN_SECRET": secret + "-run"})
+
+    message = str(caught.value)
+    assert "exited with code 3" in message
+    assert IMAGE in message
+    assert engine.only.id[:12] in message
+    assert "ValueError: bad input" in message
+    assert "err-11" in message  # the last 20 lines of stderr ...
+    assert "err-10" not in message  # ... and no more
+    assert "some progress" not in message
+    assert secret not in message
+    assert caught.value.exit_code == 3
+    assert engine.live_containers() == []
+
+
+def test_error_quotes_stdout_when_stderr_is_empty(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job(stdout=["fatal: could not open input"], exit=2))
+
+    with pytest.raises(PipesDockerContainerError) as caught:
+        run_asset(client_for(engine))
+
+    assert "stdout" in str(caught.value)
+    assert "fatal: could not open input" in str(caught.value)
+
+
+def test_error_says_when_the_container_wrote_nothing(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(exits_with(1))
+
+    with pytest.raises(PipesDockerContainerError, match="wrote nothing"):
+        run_asset(client_for(engine))
+
+
+def test_exit_code_137_is_reported_as_sigkill(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job(exit=137))
+
+    with pytest.raises(PipesDockerContainerError) as caught:
+        run_asset(client_for(engine))
+
+    assert "exited with code 137" in str(caught.value)
+    assert "SIGKILL" in str(caught.value)
+    assert "OOM" not in str(caught.value)
+
+
+def test_oom_kill_is_reported_with_the_memory_limit(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job(exit=ContainerExit(137, oom_killed=True)))
+
+    with pytest.raises(PipesDockerContainerError) as caught:
+        run_asset(client_for(engine), container_kwargs={"mem_limit": "64m"})
+
+    message = str(caught.value)
+    assert "OOM" in message
+    assert "64.0 MiB" in message
+    assert "mem_limit" in message  # says what to change
+    assert caught.value.oom_killed
+
+
+def test_failed_step_error_in_dagster_carries_the_diagnosis(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job(stderr=["Traceback: boom"], exit=3))
+
+    result = run_asset(client_for(engine), raise_on_error=False)
+
+    assert not result.success
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    error = failure.step_failure_data.error
+    assert error is not None
+    assert "exited with code 3" in error.to_string()
+    assert "Traceback: boom" in error.to_string()
+
+
+def test_container_is_removed_after_success_and_failure(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    ok, failing = FakeEngine(pipes_job()), FakeEngine(pipes_job(exit=1))
+
+    run_asset(client_for(ok))
+    run_asset(client_for(failing), raise_on_error=False)
+
+    for engine in (ok, failing):
+        assert engine.ops()[-1] == "remove"
+        assert engine.live_containers() == []
+
+
+def test_start_failure_raises_launch_error_and_removes_the_container(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    error = PipesDockerLaunchError(
+        "Starting container failed: port is already allocated", image=IMAGE, container_id="x"
+    )
+    engine = FakeEngine(pipes_job(), start_error=error)
+
+    with pytest.raises(PipesDockerLaunchError, match="port is already allocated"):
+        run_asset(client_for(engine))
+
+    assert engine.ops() == ["image_present", "create", "attach", "start", "remove"]
+    assert engine.live_containers() == []
+
+
+def test_create_failure_raises_launch_error_and_leaves_nothing(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    error = PipesDockerLaunchError("Creating failed: no such network", image=IMAGE, container_id=None)
+    engine = FakeEngine(pipes_job(), create_error=error)
+
+    with pytest.raises(PipesDockerLaunchError, match="no such network"):
+        run_asset(client_for(engine))
+
+    assert engine.ops() == ["image_present", "create"]
+
+
+def test_timeout_stops_and_removes_the_container(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(never_exits)
+
+    with pytest.raises(PipesDockerTimeoutError) as caught:
+        run_asset(client_for(engine), timeout_seconds=0.3)
+
+    assert "timed out after 0.3 seconds" in str(caught.value)
+    assert engine.only.id[:12] in str(caught.value)
+    assert IMAGE in str(caught.value)
+    ops = engine.ops()
+    assert "stop" in ops
+    assert ops.index("stop") < ops.index("remove")
+    assert engine.live_containers() == []
+
+
+def test_container_that_finishes_in_time_is_not_stopped(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job())
+
+    result = run_asset(client_for(engine), timeout_seconds=30)
+
+    assert result.success
+    assert "stop" not in engine.ops()
+
+
+def test_default_temp_dir_is_removed_after_the_run() -> None:
+    failing = FakeEngine(pipes_job(exit=1))
+    ok = FakeEngine(pipes_job())
+
+    run_asset(PipesDockerClient(engine=ok))
+    run_asset(PipesDockerClient(engine=failing), raise_on_error=False)
+
+    for engine in (ok, failing):
+        io_dir = Path(engine.only.spec.mounts[0].host_path)
+        assert not io_dir.exists()
+        assert not io_dir.parent.exists()
+        assert io_dir.parent.name.startswith("pipes-docker-")
+
+
+# -- configuration checked before anything runs -----------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["auto_remove", "detach", "image", "command", "remove"])
+def test_reserved_container_kwargs_are_rejected_up_front(key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        PipesDockerClient(engine=FakeEngine(), container_kwargs={key: True})
+
+
+def test_reserved_run_container_kwargs_fail_before_a_container_exists(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job())
+
+    with pytest.raises(ValueError, match="auto_remove"):
+        run_asset(client_for(engine), container_kwargs={"auto_remove": True})
+
+    assert engine.calls == []
+
+
+def test_pull_policy_never_with_missing_image_fails_without_a_container(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job(), image_present=False)
+
+    with pytest.raises(PipesDockerImageError) as caught:
+        run_asset(client_for(engine, pull_policy="never"))
+
+    assert IMAGE in str(caught.value)
+    assert "never" in str(caught.value)
+    assert caught.value.image == IMAGE
+    assert "create" not in engine.ops()
+    assert "pull" not in engine.ops()
+
+
+def test_missing_image_is_pulled_before_create(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job(), image_present=False)
+
+    result = run_asset(client_for(engine))
+
+    assert result.success
+    assert engine.ops()[:3] == ["image_present", "pull", "create"]
+
+
+def test_pull_policy_always_pulls_a_present_image(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job())
+
+    run_asset(client_for(engine, pull_policy="always"))
+
+    assert engine.ops()[:2] == ["pull", "create"]
+
+
+def test_pull_failure_fails_without_a_container(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    error = PipesDockerImageError(f"Pulling image {IMAGE!r} failed: denied", image=IMAGE)
+    engine = FakeEngine(pipes_job(), image_present=False, pull_error=error)
+
+    with pytest.raises(PipesDockerImageError, match="denied"):
+        run_asset(client_for(engine))
+
+    assert "create" not in engine.ops()
+
+
+def test_invalid_pull_policy_is_rejected() -> None:
+    with pytest.raises(ValueError, match="pull_policy"):
+        PipesDockerClient(engine=FakeEngine(), pull_policy="sometimes")  # type: ignore[arg-type]
+
+
+def test_engine_and_docker_client_together_are_rejected() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        PipesDockerClient(engine=FakeEngine(), docker_client=object())  # type: ignore[arg-type]
+
+
+# -- known bugs ------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=DeprecationWarning,
+    reason=(
+        "BUG: PipesDockerClient.run passes the AssetExecutionContext to dagster's"
+        " open_pipes_session, which reads the deprecated context.run_id"
+    ),
+)
+def test_asset_run_emits_no_deprecation_warning(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job())
+
+    result = run_asset(client_for(engine), tolerate_run_id_deprecation=False)
+
+    assert result.success
+

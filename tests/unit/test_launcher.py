@@ -1,0 +1,125 @@
+"""The container launcher on its own: output drained, containers stopped and removed, always."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from pipes_docker.demux import LineSink
+from pipes_docker.engine import ContainerExit, ContainerSpec
+from pipes_docker.errors import PipesDockerEngineError, PipesDockerTimeoutError
+from pipes_docker.launcher import ContainerLauncher
+
+from .fakes import FakeContainer, FakeEngine, never_exits
+
+
+def spec(**options: object) -> ContainerSpec:
+    return ContainerSpec(
+        image="job:1", name="pipes-test", command=None, env={}, labels={}, options=options
+    )
+
+
+def sinks() -> tuple[LineSink, LineSink, io.StringIO, io.StringIO]:
+    out, err = io.StringIO(), io.StringIO()
+    return LineSink([out]), LineSink([err]), out, err
+
+
+def test_output_written_just_before_exit_is_all_drained() -> None:
+    lines = [f"line {i:06d} " + "x" * 100 for i in range(20_000)]
+
+    def chatty(spec: ContainerSpec, box: FakeContainer) -> int:
+        for line in lines:
+            box.stdout(line + "\n")
+        box.stderr("last words")  # no newline, then exit at once
+        return 0
+
+    stdout, stderr, out, err = sinks()
+    outcome = ContainerLauncher(FakeEngine(chatty)).run(spec(), stdout=stdout, stderr=stderr)
+
+    assert outcome.exit == ContainerExit(0)
+    assert out.getvalue() == "".join(line + "\n" for line in lines)
+    assert err.getvalue() == "last words\n"
+
+
+def test_nonzero_exit_is_an_outcome_not_an_error() -> None:
+    engine = FakeEngine(lambda spec, box: 5)
+    stdout, stderr, _, _ = sinks()
+
+    outcome = ContainerLauncher(engine).run(spec(), stdout=stdout, stderr=stderr)
+
+    assert outcome.exit.exit_code == 5
+    assert outcome.container_id == engine.only.id
+    assert engine.live_containers() == []
+
+
+def test_tty_output_arrives_unframed_on_stdout() -> None:
+    def tty_job(spec: ContainerSpec, box: FakeContainer) -> int:
+        box.stdout("progress 50%\r\n")
+        box.stderr("warning on the same tty\n")
+        return 0
+
+    stdout, stderr, out, err = sinks()
+    ContainerLauncher(FakeEngine(tty_job)).run(spec(tty=True), stdout=stdout, stderr=stderr)
+
+    assert out.getvalue() == "progress 50%\r\nwarning on the same tty\n"
+    assert err.getvalue() == ""
+
+
+class InterruptedWait(FakeEngine):
+    """An engine whose wait is cut short by Ctrl-C, as a signal handler would."""
+
+    def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
+        super().wait(container_id, 0.01)
+        raise KeyboardInterrupt
+
+
+def test_interrupted_run_stops_and_removes_the_container() -> None:
+    engine = InterruptedWait(never_exits)
+    interruptions: list[BaseException] = []
+    stdout, stderr, _, _ = sinks()
+
+    with pytest.raises(KeyboardInterrupt):
+        ContainerLauncher(engine).run(
+            spec(), stdout=stdout, stderr=stderr, on_interrupt=interruptions.append
+        )
+
+    assert [type(exc) for exc in interruptions] == [KeyboardInterrupt]
+    ops = engine.ops()
+    assert ops.index("stop") < ops.index("remove")
+    assert engine.live_containers() == []
+
+
+class FailingStop(InterruptedWait):
+    def stop(self, container_id: str, grace_seconds: float) -> None:
+        self._record("stop", container_id)
+        raise PipesDockerEngineError("engine went away while stopping")
+
+
+def test_container_is_removed_even_when_stopping_it_fails() -> None:
+    engine = FailingStop(never_exits)
+    stdout, stderr, _, _ = sinks()
+
+    with pytest.raises(KeyboardInterrupt):
+        ContainerLauncher(engine).run(spec(), stdout=stdout, stderr=stderr)
+
+    assert engine.ops()[-1] == "remove"
+    assert engine.live_containers() == []
+
+
+def test_container_ignoring_sigterm_is_killed_after_the_grace_period() -> None:
+    def stubborn(spec: ContainerSpec, box: FakeContainer) -> int:
+        box.stop_requested.wait()
+        box.exited.wait(60)  # ignores SIGTERM: runs until killed
+        return 0
+
+    engine = FakeEngine(stubborn)
+    stdout, stderr, _, _ = sinks()
+    launcher = ContainerLauncher(engine, termination_timeout_seconds=0.2, poll_interval=0.05)
+
+    with pytest.raises(PipesDockerTimeoutError) as caught:
+        launcher.run(spec(), stdout=stdout, stderr=stderr, timeout_seconds=0.1)
+
+    assert caught.value.timeout_seconds == 0.1
+    assert engine.only.exit == ContainerExit(137)
+    assert engine.live_containers() == []
