@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -23,12 +25,13 @@ from dagster import (
 from dagster._core.definitions.resource_annotation import TreatAsResourceParam
 from dagster_pipes import PipesExtras
 
-from pipes_docker.channel import PipesDockerChannel, PipesDockerMountedChannel
+from pipes_docker.channel import Mount, PipesDockerChannel, PipesDockerMountedChannel
 from pipes_docker.demux import LineSink, ProcessStream, StreamTarget
 from pipes_docker.engine import ContainerEngine, ContainerSpec, DockerEngine
 from pipes_docker.errors import PipesDockerContainerError, PipesDockerImageError
 from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import ContainerLauncher, ContainerOutcome
+from pipes_docker.vendor import installed_dagster_pipes_dir
 
 __all__ = ["LABEL_PREFIX", "MANAGED_LABEL", "PipesDockerClient", "PullPolicy"]
 
@@ -40,6 +43,9 @@ HOST_LABEL = f"{LABEL_PREFIX}.orchestrator-host"
 PID_LABEL = f"{LABEL_PREFIX}.orchestrator-pid"
 
 STDERR_TAIL_LINES = 20
+
+# Where an injected dagster_pipes appears in the container (inject_pipes=True).
+INJECT_PATH = "/opt/pipes-docker/inject"
 
 # Keywords pipes-docker must control to keep its guarantees.
 _RESERVED_KWARGS = frozenset(
@@ -136,6 +142,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         extras: PipesExtras | None = None,
         container_kwargs: Mapping[str, Any] | None = None,
         timeout_seconds: float | None = None,
+        inject_pipes: bool = False,
     ) -> PipesClientCompletedInvocation:
         """Run ``image`` in a container as a Pipes session and wait for it to end.
 
@@ -149,6 +156,11 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             container_kwargs: docker-py ``containers.create`` keywords for this run, over the
                 client's.
             timeout_seconds: Stop the container and fail if it runs longer than this.
+            inject_pipes: Make ``import dagster_pipes`` work in any image with Python 3, without
+                rebuilding it: the orchestrator's installed dagster-pipes is mounted read-only
+                and put first on the container's ``PYTHONPATH`` (ahead of the image's or the
+                user's ``PYTHONPATH``, which is kept). The orchestrator's version therefore wins
+                over a copy already in the image, so both sides speak the same protocol.
 
         Returns:
             The completed invocation: ``get_materialize_result()``, ``get_results()`` and
@@ -175,6 +187,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 extras=extras,
                 options=options,
                 timeout_seconds=timeout_seconds,
+                inject_pipes=inject_pipes,
             )
 
     def _run(
@@ -187,9 +200,17 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         extras: PipesExtras | None,
         options: dict[str, Any],
         timeout_seconds: float | None,
+        inject_pipes: bool,
     ) -> PipesClientCompletedInvocation:
         self._ensure_image(image)
+        env_layers = [self._env, _pop_environment(options), env]
+        mounts: list[Mount] = []
+        if inject_pipes:
+            injected = _inject_dagster_pipes(self._engine.image_env(image), env_layers)
+            env_layers.append(injected.env)
+            mounts.append(injected.mount)
         with (
+            _legacy_jobs_noted_at_info(context),
             self._channel.open(warn=context.log.warning) as channel,
             open_pipes_session(
                 context=context,
@@ -202,11 +223,11 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 image=image,
                 command=command,
                 name=_container_name(context),
-                env_layers=[self._env, _pop_environment(options), env],
+                env_layers=env_layers,
                 bootstrap_env=session.get_bootstrap_env_vars(),
                 labels=_labels(context),
                 options=options,
-                mounts=channel.mounts,
+                mounts=[*channel.mounts, *mounts],
             )
             with self._sinks(spec.name) as (stdout, stderr):
                 outcome = self._launcher.run(
@@ -333,6 +354,58 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         return metadata
 
 
+@dataclass(frozen=True)
+class _Injection:
+    env: Mapping[str, str]
+    mount: Mount
+
+
+def _inject_dagster_pipes(
+    image_env: Mapping[str, str], env_layers: Sequence[Mapping[str, str]]
+) -> _Injection:
+    """Mount the installed dagster_pipes read-only and put it first on PYTHONPATH.
+
+    The PYTHONPATH already in force (the user's env, else the image's) is kept after ours.
+    """
+    pythonpath = image_env.get("PYTHONPATH", "")
+    for layer in env_layers:
+        pythonpath = layer.get("PYTHONPATH", pythonpath)
+    package = installed_dagster_pipes_dir()
+    return _Injection(
+        env={"PYTHONPATH": ":".join(p for p in (INJECT_PATH, pythonpath) if p)},
+        mount=Mount(str(package), f"{INJECT_PATH}/{package.name}", read_only=True),
+    )
+
+
+class _NoMessagesIsInfo(logging.Filter):
+    """Turn dagster's "did not receive any messages" warning into one info line.
+
+    A job that does not speak Pipes (a legacy image, a shell script) is a supported way to use
+    the client, not a fault: its exit code and output say how it went.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and str(record.msg).startswith(_NO_MESSAGES):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_NO_MESSAGES = "[pipes] did not receive any messages from external process"
+
+
+@contextmanager
+def _legacy_jobs_noted_at_info(
+    context: OpExecutionContext | AssetExecutionContext,
+) -> Iterator[None]:
+    log = context.log
+    notice = _NoMessagesIsInfo()
+    log.addFilter(notice)
+    try:
+        yield
+    finally:
+        log.removeFilter(notice)
+
+
 def _check_container_kwargs(kwargs: Mapping[str, Any]) -> None:
     reserved = sorted(_RESERVED_KWARGS & set(kwargs))
     if reserved:
@@ -379,7 +452,7 @@ def _build_spec(
     bootstrap_env: Mapping[str, str],
     labels: Mapping[str, str],
     options: dict[str, Any],
-    mounts: Sequence[Any],
+    mounts: Sequence[Mount],
 ) -> ContainerSpec:
     env: dict[str, str] = {}
     for layer in env_layers:

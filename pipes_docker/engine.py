@@ -92,6 +92,10 @@ class ContainerEngine(Protocol):
 
     def image_present(self, image: str) -> bool: ...
 
+    def image_env(self, image: str) -> Mapping[str, str]:
+        """The environment the image's config sets (its Dockerfile ``ENV`` lines)."""
+        ...
+
     def pull(self, image: str, auth: Mapping[str, str] | None) -> None: ...
 
     def create(self, spec: ContainerSpec) -> CreatedContainer: ...
@@ -153,6 +157,19 @@ class DockerEngine:
             except docker.errors.ImageNotFound:
                 return False
         return True
+
+    @retry_transient_engine_errors
+    def image_env(self, image: str) -> Mapping[str, str]:
+        with self._translate(f"inspecting image {image!r}"):
+            try:
+                attrs = self.client.api.inspect_image(image)
+            except docker.errors.ImageNotFound as exc:
+                raise PipesDockerImageError(
+                    f"Image {image!r} was not found on the Docker engine at {self.address}.",
+                    image=image,
+                ) from exc
+        pairs = (item.partition("=") for item in (attrs.get("Config") or {}).get("Env") or [])
+        return {key: value for key, _, value in pairs}
 
     @retry_transient_engine_errors
     def pull(self, image: str, auth: Mapping[str, str] | None) -> None:

@@ -189,9 +189,7 @@ def save_image(client: docker.DockerClient, image: str, directory: Path) -> Save
     return SavedImage(tar_path=tar_path, config=config, layers=layers)
 
 
-def unique_image(
-    saved: SavedImage, repository: str = REPOSITORY, tag: str = TAG
-) -> ServedImage:
+def unique_image(saved: SavedImage, repository: str = REPOSITORY, tag: str = TAG) -> ServedImage:
     """``saved`` plus one tiny layer holding a fresh token at :data:`NONCE_PATH`."""
     token = secrets.token_hex(16)
     nonce = BlobSource(digest="", size=0, data=_single_file_tar(NONCE_PATH, token + "\n"))
@@ -241,9 +239,7 @@ def unique_image(
 class RegistryServer:
     """The registry: a threaded ``http.server`` on 127.0.0.1, an ephemeral port."""
 
-    def __init__(
-        self, image: ServedImage, *, credentials: tuple[str, str] | None = None
-    ) -> None:
+    def __init__(self, image: ServedImage, *, credentials: tuple[str, str] | None = None) -> None:
         self.image = image
         self.credentials = credentials
         self.manifest_missing = False
@@ -463,9 +459,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route["kind"] == "manifests":
             if registry.manifest_missing or reference not in (image.tag, image.manifest_digest):
                 self._record(authorized=True, status=404)
-                self._send_error(
-                    404, "MANIFEST_UNKNOWN", "manifest unknown", with_body=with_body
-                )
+                self._send_error(404, "MANIFEST_UNKNOWN", "manifest unknown", with_body=with_body)
                 return
             self._record(authorized=True, status=200)
             self._send(
@@ -660,4 +654,3 @@ def _single_file_tar(path: str, content: str) -> bytes:
         info.mtime = 0
         tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
-
