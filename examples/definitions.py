@@ -1,17 +1,30 @@
-"""A Dagster code location whose asset runs its work in a Docker container.
+"""A Dagster code location whose assets run their work in Docker containers.
 
-Load it with `dagster dev -m examples.definitions`, or materialize it once from the command
-line with `python -m examples.demo`.
+Three ways to bring a job to pipes-docker:
+
+* ``word_counts``: an image built for Pipes, with dagster_pipes vendored at build time
+  (``images/example``, built by ``images/build.sh``);
+* ``legacy_report``: an unchanged legacy shell job; its exit code and output are all it says;
+* ``platform_summary``: a Python script in a plain Python image, with dagster_pipes injected
+  at run time (``inject_pipes=True``).
+
+Load it with ``dagster dev -m examples.definitions``, or materialize everything once with
+``python -m examples.demo``.
 """
+
+from pathlib import Path
 
 from dagster import AssetExecutionContext, Definitions, MaterializeResult, asset
 
 from pipes_docker import PipesDockerClient
 
 EXAMPLE_IMAGE = "pipes-docker-example:latest"
+PLAIN_PYTHON_IMAGE = "python:3.11-slim-bookworm"
+JOBS_DIR = Path(__file__).resolve().parent / "jobs"
+JOBS_MOUNT = {str(JOBS_DIR): {"bind": "/jobs", "mode": "ro"}}
 
 
-@asset(description="Word counts computed by a Pipes job in a Docker container.")
+@asset(description="Word counts computed by a Pipes job in an image that vendors dagster_pipes.")
 def word_counts(
     context: AssetExecutionContext, docker_pipes: PipesDockerClient
 ) -> MaterializeResult:
@@ -22,10 +35,35 @@ def word_counts(
     ).get_materialize_result()
 
 
+@asset(description="A legacy shell job, run unchanged.")
+def legacy_report(
+    context: AssetExecutionContext, docker_pipes: PipesDockerClient
+) -> MaterializeResult:
+    return docker_pipes.run(
+        context=context,
+        image=PLAIN_PYTHON_IMAGE,
+        command=["sh", "/jobs/legacy_report.sh"],
+        container_kwargs={"volumes": JOBS_MOUNT},
+    ).get_materialize_result()
+
+
+@asset(description="A Pipes script in a plain Python image; dagster_pipes is injected.")
+def platform_summary(
+    context: AssetExecutionContext, docker_pipes: PipesDockerClient
+) -> MaterializeResult:
+    return docker_pipes.run(
+        context=context,
+        image=PLAIN_PYTHON_IMAGE,
+        command=["python3", "/jobs/injected_summary.py"],
+        container_kwargs={"volumes": JOBS_MOUNT},
+        inject_pipes=True,
+    ).get_materialize_result()
+
+
 defs = Definitions(
-    assets=[word_counts],
+    assets=[word_counts, legacy_report, platform_summary],
     resources={
-        # The job needs no network; "none" also works on engines without a bridge network.
+        # The jobs need no network; "none" also works on engines without a bridge network.
         "docker_pipes": PipesDockerClient(container_kwargs={"network_mode": "none"}),
     },
 )

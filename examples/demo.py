@@ -1,25 +1,27 @@
-"""Materialize the example asset once and print what the container reported."""
-
-from __future__ import annotations
+"""Materialize the example assets once and print the metadata each one reported."""
 
 import sys
 
 from dagster import DagsterInstance, materialize
 
-from examples.definitions import defs, word_counts
+from examples.definitions import defs, legacy_report, platform_summary, word_counts
+
+ASSETS = [word_counts, legacy_report, platform_summary]
 
 
 def main() -> int:
     resources = {"docker_pipes": defs.resources["docker_pipes"]}
     with DagsterInstance.ephemeral() as instance:
-        result = materialize([word_counts], resources=resources, instance=instance)
+        result = materialize(ASSETS, resources=resources, instance=instance)
     if not result.success:
         print("materialization failed", file=sys.stderr)
         return 1
-    (materialization,) = result.asset_materializations_for_node("word_counts")
-    print(f"\nMaterialized {materialization.asset_key.to_user_string()} with metadata:")
-    for key, value in sorted(materialization.metadata.items()):
-        print(f"  {key}: {value.value}")
+    for assets_def in ASSETS:
+        name = assets_def.key.to_user_string()
+        (materialization,) = result.asset_materializations_for_node(name)
+        print(f"\nMaterialized {name} with metadata:")
+        for key, value in sorted(materialization.metadata.items()):
+            print(f"  {key}: {value.value}")
     return 0
 
 

@@ -22,25 +22,36 @@ RunAsset = Callable[..., AssetRun]
 MakeClient = Callable[..., PipesDockerClient]
 
 
-def test_example_asset_materializes_with_run_metadata(docker_client: docker.DockerClient) -> None:
-    from examples.definitions import defs, word_counts
+def test_example_assets_materialize_with_run_metadata(docker_client: docker.DockerClient) -> None:
+    from examples.definitions import defs, legacy_report, platform_summary, word_counts
 
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
-            [word_counts],
+            [word_counts, legacy_report, platform_summary],
             resources={"docker_pipes": defs.resources["docker_pipes"]},
             instance=instance,
         )
-    (materialization,) = result.asset_materializations_for_node("word_counts")
-    metadata = {key: value.value for key, value in materialization.metadata.items()}
-    assert metadata["word_count"] == 16
-    assert metadata["most_common"] == {"the": 4, "fox": 2, "dog": 2}
-    assert metadata["pipes_docker/image"] == "pipes-docker-example:latest"
+
+    def metadata_of(name: str) -> dict[str, Any]:
+        (materialization,) = result.asset_materializations_for_node(name)
+        return {key: value.value for key, value in materialization.metadata.items()}
+
+    words = metadata_of("word_counts")  # vendored dagster_pipes
+    assert words["word_count"] == 16
+    assert words["most_common"] == {"the": 4, "fox": 2, "dog": 2}
+    assert words["pipes_docker/image"] == "pipes-docker-example:latest"
     image_id = docker_client.images.get("pipes-docker-example:latest").id
-    assert metadata["pipes_docker/image_id"] == image_id
-    assert re.fullmatch(r"[0-9a-f]{64}", metadata["pipes_docker/container_id"])
-    assert metadata["pipes_docker/exit_code"] == 0
-    assert 0 < metadata["pipes_docker/duration_seconds"] < 60
+    assert words["pipes_docker/image_id"] == image_id
+    assert re.fullmatch(r"[0-9a-f]{64}", words["pipes_docker/container_id"])
+    assert words["pipes_docker/exit_code"] == 0
+    assert 0 < words["pipes_docker/duration_seconds"] < 60
+
+    legacy = metadata_of("legacy_report")  # no Pipes at all: run metadata only
+    assert legacy["pipes_docker/exit_code"] == 0
+    assert set(legacy) == {k for k in legacy if k.startswith("pipes_docker/")}
+
+    injected = metadata_of("platform_summary")  # dagster_pipes injected at run time
+    assert injected["python_version"].startswith("3.")
 
 
 @pytest.mark.parametrize("size", [20_000, 100_000, 5_000_000], ids=["20KB", "100KB", "5MB"])
