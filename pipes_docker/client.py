@@ -26,7 +26,7 @@ from dagster._core.definitions.resource_annotation import TreatAsResourceParam
 from dagster_pipes import PipesExtras
 
 from pipes_docker.channel import Mount, PipesDockerChannel, PipesDockerMountedChannel
-from pipes_docker.demux import LineSink, ProcessStream, StreamTarget
+from pipes_docker.demux import TAIL_LINES, LineSink, ProcessStream, StreamTarget, output_tail
 from pipes_docker.engine import ContainerEngine, ContainerSpec, DockerEngine
 from pipes_docker.errors import PipesDockerContainerError, PipesDockerImageError
 from pipes_docker.interrupts import sigterm_unwinds
@@ -42,7 +42,6 @@ MANAGED_LABEL = f"{LABEL_PREFIX}.managed"
 HOST_LABEL = f"{LABEL_PREFIX}.orchestrator-host"
 PID_LABEL = f"{LABEL_PREFIX}.orchestrator-pid"
 
-STDERR_TAIL_LINES = 20
 
 # Where an injected dagster_pipes appears in the container (inject_pipes=True).
 INJECT_PATH = "/opt/pipes-docker/inject"
@@ -177,7 +176,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         """
         run_kwargs = dict(container_kwargs or {})
         _check_container_kwargs(run_kwargs)
-        options = {**self._container_kwargs, **run_kwargs}
+        options = _merge_container_kwargs(self._container_kwargs, run_kwargs)
         with sigterm_unwinds():
             return self._run(
                 context=context,
@@ -213,7 +212,9 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             _legacy_jobs_noted_at_info(context),
             self._channel.open(warn=context.log.warning) as channel,
             open_pipes_session(
-                context=context,
+                # The op context carries the same run; the asset context's wrappers of it are
+                # deprecated and warn when dagster reads them.
+                context=getattr(context, "op_execution_context", context),
                 context_injector=channel.context_injector,
                 message_reader=channel.message_reader,
                 extras=extras,
@@ -239,9 +240,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                     graceful_stop=self._forward_termination,
                 )
             if outcome.exit.exit_code != 0:
-                tail, tail_stream = stderr.tail_lines(STDERR_TAIL_LINES), "stderr"
-                if not tail:
-                    tail, tail_stream = stdout.tail_lines(STDERR_TAIL_LINES), "stdout"
+                tail, tail_stream = output_tail(stdout, stderr, TAIL_LINES)
                 raise PipesDockerContainerError(
                     image=image,
                     container_id=outcome.container_id,
@@ -416,9 +415,33 @@ def _check_container_kwargs(kwargs: Mapping[str, Any]) -> None:
         )
 
 
+def _merge_container_kwargs(
+    client_kwargs: Mapping[str, Any], run_kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A run's keywords win, except that environment, labels and volumes add up."""
+    merged = {**client_kwargs, **run_kwargs}
+    if "environment" in client_kwargs and "environment" in run_kwargs:
+        merged["environment"] = {
+            **_environment_dict(client_kwargs["environment"]),
+            **_environment_dict(run_kwargs["environment"]),
+        }
+    if "labels" in client_kwargs and "labels" in run_kwargs:
+        merged["labels"] = {**client_kwargs["labels"], **run_kwargs["labels"]}
+    if "volumes" in client_kwargs and "volumes" in run_kwargs:
+        merged["volumes"] = [
+            *_normalize_volumes(client_kwargs["volumes"]),
+            *_normalize_volumes(run_kwargs["volumes"]),
+        ]
+    return merged
+
+
 def _pop_environment(options: dict[str, Any]) -> Mapping[str, str]:
     """Take docker-py's ``environment`` (a dict or ``KEY=VALUE`` list) out of ``options``."""
-    environment = options.pop("environment", None) or {}
+    return _environment_dict(options.pop("environment", None) or {})
+
+
+def _environment_dict(environment: Any) -> dict[str, str]:
+    """docker-py takes ``environment`` as a dict or a list of ``KEY=VALUE`` strings."""
     if isinstance(environment, Mapping):
         return {str(k): str(v) for k, v in environment.items()}
     pairs = {}

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Protocol
 
-__all__ = ["FrameDemuxer", "LineSink", "StreamTarget"]
+__all__ = ["TAIL_LINES", "FrameDemuxer", "LineSink", "StreamTarget", "output_tail"]
 
 STDOUT = 1
 STDERR = 2
@@ -27,6 +27,8 @@ _HEADER_SIZE = 8
 _MAX_PENDING_CHARS = 1 << 20
 # How much of the most recent output each sink keeps for error messages.
 _TAIL_CHARS = 16 * 1024
+# How many lines an error message quotes.
+TAIL_LINES = 20
 
 
 class StreamTarget(Protocol):
@@ -157,3 +159,11 @@ class FrameDemuxer:
         finally:
             for sink in self._sinks.values():
                 sink.close()
+
+
+def output_tail(stdout: LineSink, stderr: LineSink, count: int) -> tuple[list[str], str]:
+    """The last ``count`` lines of stderr, or of stdout when stderr is empty, and which it was."""
+    tail = stderr.tail_lines(count)
+    if tail:
+        return tail, "stderr"
+    return stdout.tail_lines(count), "stdout"

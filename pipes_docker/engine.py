@@ -180,13 +180,16 @@ class DockerEngine:
                     repository, tag=tag, stream=True, decode=True, auth_config=auth or None
                 )
                 # The engine reports most pull failures inside the stream with a 200 status.
+                # Read it to its end even after an error, so the connection is released.
+                failure = None
                 for event in events:
-                    if "error" in event:
-                        detail = event.get("errorDetail", {}).get("message") or event["error"]
-                        raise PipesDockerImageError(
-                            f"Pulling image {image!r} from {self.address} failed: {detail}",
-                            image=image,
-                        )
+                    if "error" in event and failure is None:
+                        failure = event.get("errorDetail", {}).get("message") or event["error"]
+                if failure is not None:
+                    raise PipesDockerImageError(
+                        f"Pulling image {image!r} from {self.address} failed: {failure}",
+                        image=image,
+                    )
             except docker.errors.APIError as exc:
                 if _is_transient_status(exc):
                     raise

@@ -148,12 +148,33 @@ def describe_container_failure(
         )
     elif signal_name:
         lines.append(f"It was killed by {signal_name}.")
-    if tail:
-        lines.append(f"Last {len(tail)} lines of {tail_stream}:")
-        lines.extend(f"    {line}" for line in tail)
-    else:
-        lines.append("It wrote nothing to stderr or stdout.")
+    lines.extend(_quote_tail(tail, tail_stream))
     return "\n".join(lines)
+
+
+def describe_timeout(
+    *,
+    image: str,
+    container_id: str,
+    timeout_seconds: float,
+    grace_seconds: float,
+    tail: Sequence[str],
+    tail_stream: str,
+) -> str:
+    """Build the message of a :class:`PipesDockerTimeoutError`."""
+    lines = [
+        f"Container {container_id[:12]} (image {image!r}) timed out after {timeout_seconds:g}"
+        f" seconds and was stopped (SIGTERM, then SIGKILL after {grace_seconds:g} s)."
+        " Raise timeout_seconds if the job needs longer.",
+        *_quote_tail(tail, tail_stream),
+    ]
+    return "\n".join(lines)
+
+
+def _quote_tail(tail: Sequence[str], tail_stream: str) -> list[str]:
+    if not tail:
+        return ["It wrote nothing to stderr or stdout."]
+    return [f"Last {len(tail)} lines of {tail_stream}:", *(f"    {line}" for line in tail)]
 
 
 def format_bytes(size: int) -> str:

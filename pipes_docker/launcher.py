@@ -18,9 +18,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from pipes_docker.demux import STDERR, STDOUT, FrameDemuxer, LineSink
+from pipes_docker.demux import STDERR, STDOUT, TAIL_LINES, FrameDemuxer, LineSink, output_tail
 from pipes_docker.engine import ContainerEngine, ContainerExit, ContainerSpec, OutputStream
-from pipes_docker.errors import PipesDockerError, PipesDockerTimeoutError
+from pipes_docker.errors import PipesDockerError, PipesDockerTimeoutError, describe_timeout
 from pipes_docker.interrupts import deferred_signals
 
 __all__ = ["ContainerLauncher", "ContainerOutcome"]
@@ -100,7 +100,6 @@ class ContainerLauncher:
         phase = _Phase.NOT_CREATED
         container_id = ""
         pump: _Pump | None = None
-        started = time.monotonic()
         try:
             created = self._engine.create(spec)
             container_id, phase = created.id, _Phase.CREATED
@@ -109,18 +108,36 @@ class ContainerLauncher:
             self._engine.start(container_id, spec.image)
             phase = _Phase.RUNNING
             started = time.monotonic()
-            exit_ = self._wait(container_id, spec, started, timeout_seconds)
+            exit_ = self._wait(container_id, started, timeout_seconds)
+            if exit_ is None:
+                self._halt(container_id, pump, self._termination_timeout)
+                phase = _Phase.EXITED
+                tail, tail_stream = output_tail(stdout, stderr, TAIL_LINES)
+                raise PipesDockerTimeoutError(
+                    describe_timeout(
+                        image=spec.image,
+                        container_id=container_id,
+                        timeout_seconds=float(timeout_seconds or 0),
+                        grace_seconds=self._termination_timeout,
+                        tail=tail,
+                        tail_stream=tail_stream,
+                    ),
+                    image=spec.image,
+                    container_id=container_id,
+                    timeout_seconds=float(timeout_seconds or 0),
+                )
             phase = _Phase.EXITED
             duration = time.monotonic() - started
             pump.finish(self._drain_timeout)
             return ContainerOutcome(container_id, spec.name, created.image_id, exit_, duration)
         except BaseException as exc:
-            if phase is _Phase.RUNNING:
+            if phase is _Phase.RUNNING and pump is not None:
                 with deferred_signals():
                     if on_interrupt is not None and not isinstance(exc, PipesDockerError):
                         on_interrupt(exc)
                     grace = self._termination_timeout if graceful_stop else 0.0
-                    self._stop_quietly(container_id, grace)
+                    self._halt(container_id, pump, grace)
+                    phase = _Phase.EXITED
             raise
         finally:
             with deferred_signals():
@@ -133,35 +150,39 @@ class ContainerLauncher:
                     self._engine.remove(container_id)
 
     def _wait(
-        self,
-        container_id: str,
-        spec: ContainerSpec,
-        started: float,
-        timeout_seconds: float | None,
-    ) -> ContainerExit:
+        self, container_id: str, started: float, timeout_seconds: float | None
+    ) -> ContainerExit | None:
+        """The container's exit, or ``None`` once ``timeout_seconds`` have passed."""
         deadline = None if timeout_seconds is None else started + timeout_seconds
         while True:
             step = self._poll_interval
             if deadline is not None:
                 step = min(step, deadline - time.monotonic())
                 if step <= 0:
-                    self._engine.stop(container_id, self._termination_timeout)
-                    raise PipesDockerTimeoutError(
-                        f"Container {container_id[:12]} (image {spec.image!r}) timed out after"
-                        f" {timeout_seconds:g} seconds and was stopped.",
-                        image=spec.image,
-                        container_id=container_id,
-                        timeout_seconds=float(timeout_seconds or 0),
-                    )
+                    return None
             exit_ = self._engine.wait(container_id, max(step, 0.01))
             if exit_ is not None:
                 return exit_
 
-    def _stop_quietly(self, container_id: str, grace_seconds: float) -> None:
+    def _halt(self, container_id: str, pump: _Pump, grace_seconds: float) -> None:
+        """Stop a running container and read the rest of its output.
+
+        If the engine will not stop it, remove it at once: a running container's output stream
+        never ends, so waiting for the rest of it would only wait out the drain timeout.
+        """
         try:
             self._engine.stop(container_id, grace_seconds)
-        except Exception:  # the remove in `finally` forces it anyway
-            logger.warning("Stopping container %s failed", container_id[:12], exc_info=True)
+        except Exception:
+            logger.warning(
+                "Stopping container %s failed; removing it", container_id[:12], exc_info=True
+            )
+            try:
+                self._engine.remove(container_id)
+            except Exception:
+                logger.warning("Removing container %s failed", container_id[:12], exc_info=True)
+                pump.abort()
+                return
+        pump.finish(self._drain_timeout)
 
 
 class _Pump:
@@ -194,6 +215,7 @@ class _Pump:
                 sink.close()
 
     def abort(self) -> None:
+        """Cut the stream off now; what has not arrived is lost."""
         self._closing = True
         self._stream.close()
         self._thread.join()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -95,6 +96,7 @@ class FakeContainer:
     exited: threading.Event = field(default_factory=threading.Event)
     exit: ContainerExit | None = None
     removed: bool = False
+    created: float = field(default_factory=time.time)
     thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -149,6 +151,7 @@ class FakeEngine:
     Args:
         behaviour: Plays every container this engine creates (default: exits 0 at once).
         image_present: What ``image_present`` answers until an image is pulled.
+        image_env: The environment every image's config sets (its Dockerfile ``ENV``).
         create_error, start_error, pull_error: Raised by that operation when set.
         seed: Seeds the random chunk sizes of the attach streams.
     """
@@ -160,6 +163,7 @@ class FakeEngine:
         behaviour: Behaviour | None = None,
         *,
         image_present: bool = True,
+        image_env: Mapping[str, str] | None = None,
         create_error: BaseException | None = None,
         start_error: BaseException | None = None,
         pull_error: BaseException | None = None,
@@ -167,6 +171,7 @@ class FakeEngine:
     ) -> None:
         self.behaviour = behaviour or exits_with(0)
         self.images_present = image_present
+        self.image_config_env = dict(image_env or {})
         self.create_error = create_error
         self.start_error = start_error
         self.pull_error = pull_error
@@ -204,6 +209,10 @@ class FakeEngine:
     def image_present(self, image: str) -> bool:
         self._record("image_present", image)
         return self.images_present
+
+    def image_env(self, image: str) -> Mapping[str, str]:
+        self._record("image_env", image)
+        return self.image_config_env
 
     def pull(self, image: str, auth: Mapping[str, str] | None) -> None:
         self._record("pull", image)
@@ -256,7 +265,7 @@ class FakeEngine:
     def list_containers(self, labels: Mapping[str, str]) -> Sequence[Mapping[str, Any]]:
         self._record("list_containers", ",".join(labels))
         return [
-            {"Id": cid, "Labels": dict(c.spec.labels)}
+            {"Id": cid, "Labels": dict(c.spec.labels), "Created": int(c.created)}
             for cid, c in self.containers.items()
             if not c.removed and labels.items() <= c.spec.labels.items()
         ]

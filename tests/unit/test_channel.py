@@ -57,11 +57,10 @@ def test_dirs_and_messages_file_have_explicit_modes(tmp_path: Path) -> None:
 def test_context_file_is_world_readable_json(tmp_path: Path) -> None:
     channel = PipesDockerMountedChannel(temp_dir_root=str(tmp_path))
 
-    with channel.open(warn=print) as opened:
-        with opened.context_injector.inject_context(CONTEXT):
-            path = os.path.join(opened.mounts[0].host_path, "context.json")
-            assert mode(path) == 0o644
-            assert orjson.loads(Path(path).read_bytes()) == CONTEXT
+    with channel.open(warn=print) as opened, opened.context_injector.inject_context(CONTEXT):
+        path = os.path.join(opened.mounts[0].host_path, "context.json")
+        assert mode(path) == 0o644
+        assert orjson.loads(Path(path).read_bytes()) == CONTEXT
 
 
 def test_mount_is_the_io_dir_at_mount_path(tmp_path: Path) -> None:

@@ -5,11 +5,18 @@ does: decode its bootstrap env vars, read the context, append messages to the mo
 print to stdout/stderr and exit.
 """
 
+import os
+import socket
+import subprocess
+import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import dagster_pipes
 import orjson
 import pytest
 from dagster import (
@@ -34,7 +41,6 @@ from pipes_docker import (
 from pipes_docker.engine import ContainerExit, ContainerSpec
 
 from .fakes import FakeContainer, FakeEngine, exits_with, never_exits
-
 
 IMAGE = "registry.example/team/job:1.2"
 
@@ -132,14 +138,10 @@ def run_asset(
     *,
     instance: DagsterInstance | None = None,
     raise_on_error: bool = True,
-    tolerate_run_id_deprecation: bool = True,
+    every_warning_is_an_error: bool = False,
     **run_kwargs: Any,
 ) -> ExecuteInProcessResult:
-    """Materialize one asset whose body is ``client.run(context=context, **run_kwargs)``.
-
-    Dagster's own open_pipes_session reads the deprecated ``AssetExecutionContext.run_id``;
-    that one warning is tolerated here except in the test that pins it as a bug.
-    """
+    """Materialize one asset whose body is ``client.run(context=context, **run_kwargs)``."""
     run_kwargs.setdefault("image", IMAGE)
 
     @asset(name="job")
@@ -147,10 +149,9 @@ def run_asset(
         return docker_pipes.run(context=context, **run_kwargs).get_materialize_result()
 
     with warnings.catch_warnings():
-        if tolerate_run_id_deprecation:
-            warnings.filterwarnings(
-                "ignore", "AssetExecutionContext.run_id is deprecated", DeprecationWarning
-            )
+        if every_warning_is_an_error:
+            # Also the ones pyproject.toml lets through, as a user's `-W error` would.
+            warnings.simplefilter("error")
         return materialize(
             [job],
             resources={"docker_pipes": client},
@@ -344,6 +345,71 @@ def test_malformed_message_line_is_logged_as_a_warning_and_the_rest_arrives(
     assert "not valid JSON" in warning
 
 
+def test_job_that_does_not_speak_pipes_succeeds_without_a_warning(
+    client_for: Callable[..., PipesDockerClient], instance: DagsterInstance
+) -> None:
+    def legacy(spec: ContainerSpec, box: FakeContainer) -> int:
+        box.stdout("plain script output\n")
+        return 0
+
+    result = run_asset(client_for(FakeEngine(legacy)), instance=instance)
+
+    assert result.success
+    assert materialization_metadata(result)["pipes_docker/exit_code"] == 0
+    assert not any("did not receive any messages" in w for w in warnings_logged(instance, result))
+    infos = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("did not receive any messages" in message for message in infos)
+
+
+def injected_file(box: FakeContainer, name: str) -> Path:
+    first = box.env["PYTHONPATH"].split(":")[0]
+    return Path(box.host_path(f"{first}/dagster_pipes/{name}"))
+
+
+@pytest.mark.parametrize(
+    ("image_pythonpath", "user_pythonpath", "kept"),
+    [(None, None, None), ("/app", None, "/app"), ("/app", "/mine:/lib", "/mine:/lib")],
+    ids=["none", "image", "user-over-image"],
+)
+def test_inject_pipes_puts_the_installed_dagster_pipes_first_on_pythonpath(
+    client_for: Callable[..., PipesDockerClient],
+    image_pythonpath: str | None,
+    user_pythonpath: str | None,
+    kept: str | None,
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def record(box: FakeContainer) -> None:
+        seen["pythonpath"] = box.env["PYTHONPATH"]
+        seen["init"] = injected_file(box, "__init__.py").read_bytes()
+
+    engine = FakeEngine(
+        pipes_job(before=record),
+        image_env={"PYTHONPATH": image_pythonpath} if image_pythonpath else {},
+    )
+    env = {"PYTHONPATH": user_pythonpath} if user_pythonpath else {}
+
+    result = run_asset(client_for(engine), inject_pipes=True, env=env)
+
+    assert result.success
+    entries = seen["pythonpath"].split(":")
+    assert ":".join(entries[1:]) == (kept or "")
+    assert seen["init"] == Path(dagster_pipes.__file__).read_bytes()
+    injected = [m for m in engine.only.spec.mounts if m.container_path.startswith(entries[0])]
+    assert [m.read_only for m in injected] == [True]
+
+
+def test_without_inject_pipes_the_image_is_left_as_it_is(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job(), image_env={"PYTHONPATH": "/app"})
+
+    run_asset(client_for(engine))
+
+    assert "PYTHONPATH" not in engine.only.env
+    assert [m.container_path for m in engine.only.spec.mounts] == ["/dagster-pipes"]
+
+
 # -- failures: each one diagnosed, nothing left behind -----------------------------------------
 
 
@@ -466,7 +532,9 @@ def test_start_failure_raises_launch_error_and_removes_the_container(
 def test_create_failure_raises_launch_error_and_leaves_nothing(
     client_for: Callable[..., PipesDockerClient],
 ) -> None:
-    error = PipesDockerLaunchError("Creating failed: no such network", image=IMAGE, container_id=None)
+    error = PipesDockerLaunchError(
+        "Creating failed: no such network", image=IMAGE, container_id=None
+    )
     engine = FakeEngine(pipes_job(), create_error=error)
 
     with pytest.raises(PipesDockerLaunchError, match="no such network"):
@@ -598,20 +666,73 @@ def test_engine_and_docker_client_together_are_rejected() -> None:
 # -- known bugs ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DeprecationWarning,
-    reason=(
-        "BUG: PipesDockerClient.run passes the AssetExecutionContext to dagster's"
-        " open_pipes_session, which reads the deprecated context.run_id"
-    ),
-)
 def test_asset_run_emits_no_deprecation_warning(
     client_for: Callable[..., PipesDockerClient],
 ) -> None:
     engine = FakeEngine(pipes_job())
 
-    result = run_asset(client_for(engine), tolerate_run_id_deprecation=False)
+    result = run_asset(client_for(engine), every_warning_is_an_error=True)
 
     assert result.success
 
+
+
+# -- sweeping containers left by orchestrators that died -------------------------------------
+
+
+def leftover(engine: FakeEngine, *, host: str, pid: str, age_hours: float) -> str:
+    """A managed container as a run on ``host`` in process ``pid`` would have labelled it."""
+    labels = {
+        MANAGED_LABEL: "true",
+        "io.pipes-docker.orchestrator-host": host,
+        "io.pipes-docker.orchestrator-pid": pid,
+    }
+    spec = ContainerSpec(image=IMAGE, name="left", command=None, env={}, labels=labels)
+    created = engine.create(spec)
+    engine.containers[created.id].created = time.time() - age_hours * 3600
+    return created.id
+
+
+def dead_pid() -> str:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return str(process.pid)
+
+
+def test_remove_orphans_removes_containers_of_dead_local_orchestrators() -> None:
+    engine = FakeEngine()
+    host = socket.gethostname()
+    orphan = leftover(engine, host=host, pid=dead_pid(), age_hours=0)
+    live = leftover(engine, host=host, pid=str(os.getpid()), age_hours=0)
+    unmanaged = engine.create(
+        ContainerSpec(image=IMAGE, name="theirs", command=None, env={}, labels={"x": "y"})
+    ).id
+
+    removed = PipesDockerClient(engine=engine).remove_orphans()
+
+    assert removed == [orphan]
+    assert sorted(engine.live_containers()) == sorted([live, unmanaged])
+
+
+def test_remove_orphans_removes_old_containers_of_other_hosts() -> None:
+    engine = FakeEngine()
+    old = leftover(engine, host="elsewhere", pid="1", age_hours=7)
+    recent = leftover(engine, host="elsewhere", pid="1", age_hours=1)
+
+    removed = PipesDockerClient(engine=engine).remove_orphans(older_than=timedelta(hours=6))
+
+    assert removed == [old]
+    assert engine.live_containers() == [recent]
+
+
+def test_remove_orphans_with_zero_age_removes_every_managed_container() -> None:
+    engine = FakeEngine()
+    ours = [
+        leftover(engine, host=socket.gethostname(), pid=str(os.getpid()), age_hours=0),
+        leftover(engine, host="elsewhere", pid="1", age_hours=0),
+    ]
+
+    removed = PipesDockerClient(engine=engine).remove_orphans(older_than=timedelta(0))
+
+    assert sorted(removed) == sorted(ours)
+    assert engine.live_containers() == []

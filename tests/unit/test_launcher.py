@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 
@@ -99,11 +100,25 @@ class FailingStop(InterruptedWait):
 def test_container_is_removed_even_when_stopping_it_fails() -> None:
     engine = FailingStop(never_exits)
     stdout, stderr, _, _ = sinks()
+    launcher = ContainerLauncher(engine, drain_timeout_seconds=0.2)
 
     with pytest.raises(KeyboardInterrupt):
-        ContainerLauncher(engine).run(spec(), stdout=stdout, stderr=stderr)
+        launcher.run(spec(), stdout=stdout, stderr=stderr)
 
     assert engine.ops()[-1] == "remove"
+    assert engine.live_containers() == []
+
+
+def test_cleanup_after_a_failed_stop_does_not_wait_out_the_drain_timeout() -> None:
+    engine = FailingStop(never_exits)
+    stdout, stderr, _, _ = sinks()
+    launcher = ContainerLauncher(engine, drain_timeout_seconds=3)
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        launcher.run(spec(), stdout=stdout, stderr=stderr)
+
+    assert time.monotonic() - started < 1.5
     assert engine.live_containers() == []
 
 
@@ -122,4 +137,21 @@ def test_container_ignoring_sigterm_is_killed_after_the_grace_period() -> None:
 
     assert caught.value.timeout_seconds == 0.1
     assert engine.only.exit == ContainerExit(137)
+    assert engine.live_containers() == []
+
+
+class UnstoppableEngine(FakeEngine):
+    def stop(self, container_id: str, grace_seconds: float) -> None:
+        self._record("stop", container_id)
+        raise PipesDockerEngineError("engine went away while stopping")
+
+
+def test_timeout_is_reported_even_when_stopping_the_container_fails() -> None:
+    engine = UnstoppableEngine(never_exits)
+    stdout, stderr, _, _ = sinks()
+    launcher = ContainerLauncher(engine, poll_interval=0.05, drain_timeout_seconds=0.2)
+
+    with pytest.raises(PipesDockerTimeoutError):
+        launcher.run(spec(), stdout=stdout, stderr=stderr, timeout_seconds=0.1)
+
     assert engine.live_containers() == []

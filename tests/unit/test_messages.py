@@ -1,4 +1,4 @@
-"""The Pipes message stream parser: one message per complete line, and bad lines cost nothing else."""
+"""The Pipes message stream parser: one message per complete line; a bad line costs no other."""
 
 from __future__ import annotations
 

@@ -1,0 +1,34 @@
+"""The in-memory engine must keep matching the seam it stands in for, or the unit tests lie."""
+
+from __future__ import annotations
+
+import inspect
+
+from pipes_docker.engine import ContainerEngine, DockerEngine
+
+from .fakes import FakeEngine
+
+
+def operations(cls: type) -> dict[str, list[str]]:
+    return {
+        name: list(inspect.signature(member).parameters)
+        for name, member in vars(cls).items()
+        if not name.startswith("_") and callable(member)
+    }
+
+
+def test_fake_engine_has_every_operation_of_the_seam_with_the_same_parameters() -> None:
+    seam = operations(ContainerEngine)
+    fake = operations(FakeEngine)
+
+    assert seam, "ContainerEngine lists no operations"
+    for name, parameters in seam.items():
+        assert fake.get(name) == parameters, f"FakeEngine.{name} differs from the seam"
+    assert hasattr(FakeEngine, "address")
+
+
+def test_real_engine_has_the_same_operations_as_the_fake() -> None:
+    real = operations(DockerEngine)
+
+    for name, parameters in operations(ContainerEngine).items():
+        assert real.get(name) == parameters, f"DockerEngine.{name} differs from the seam"
