@@ -191,7 +191,10 @@ class DockerEngine:
                         image=image,
                     )
             except docker.errors.APIError as exc:
-                if _is_transient_status(exc):
+                # The engine answers 500 when the registry refuses (bad credentials, unknown
+                # manifest): retrying would only resend a bad password. Only rate limits and
+                # gateway failures are worth another try.
+                if _is_pull_rate_limit(exc):
                     raise
                 raise PipesDockerImageError(
                     f"Pulling image {image!r} failed: {_explain(exc)}", image=image
@@ -385,6 +388,11 @@ def _created(container: Any) -> CreatedContainer:
         image_id=str(container.attrs.get("Image", "")),
         tty=bool(container.attrs.get("Config", {}).get("Tty")),
     )
+
+
+def _is_pull_rate_limit(exc: docker.errors.APIError) -> bool:
+    gateway = exc.status_code in (429, 502, 503, 504)
+    return gateway or "toomanyrequests" in _explain(exc).lower()
 
 
 def _is_transient_status(exc: docker.errors.APIError) -> bool:
