@@ -1,0 +1,202 @@
+"""DockerEngine against a fake docker-py client: error translation and the retry policy."""
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import docker.errors
+import pytest
+import requests
+import urllib3.exceptions
+
+from pipes_docker.engine import ContainerSpec, DockerEngine
+from pipes_docker.errors import (
+    PipesDockerEngineError,
+    PipesDockerImageError,
+    PipesDockerLaunchError,
+)
+from pipes_docker.retry import MAX_ATTEMPTS
+
+
+def api_error(status: int, explanation: str) -> docker.errors.APIError:
+    response = requests.Response()
+    response.status_code = status
+    return docker.errors.APIError(explanation, response=response, explanation=explanation)
+
+
+class Script:
+    """Answers calls from a list: an exception is raised, anything else is returned."""
+
+    def __init__(self, *answers: Any) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer() if callable(answer) else answer
+
+
+class FakeContainer:
+    id = "c0ffee" * 10 + "beef"
+
+    def __init__(self) -> None:
+        self.attrs: dict[str, Any] = {"Image": "sha256:abc", "Config": {"Tty": False}}
+        self.labels: dict[str, str] = {}
+
+
+class FakeDockerClient:
+    def __init__(self, **api: Callable[..., Any]) -> None:
+        methods = {name: staticmethod(method) for name, method in api.items()}
+        self.api = type("Api", (), {"base_url": "http+docker://fake", **methods})()
+        self.containers = type("Containers", (), {})()
+        self.images = type("Images", (), {})()
+
+
+def spec() -> ContainerSpec:
+    return ContainerSpec(image="job:1", name="pipes-x", command=None, env={}, labels={})
+
+
+def refused() -> requests.exceptions.ConnectionError:
+    return requests.exceptions.ConnectionError("Connection refused")
+
+
+def test_connection_errors_are_retried_until_the_call_succeeds() -> None:
+    client = FakeDockerClient()
+    create = Script(refused(), refused(), FakeContainer)
+    client.containers.create = create  # type: ignore[attr-defined]
+
+    created = DockerEngine(client).create(spec())  # type: ignore[arg-type]
+
+    assert created.id == FakeContainer.id
+    assert create.calls == 3
+
+
+def test_an_engine_that_stays_unreachable_fails_naming_its_address() -> None:
+    client = FakeDockerClient()
+    create = Script(refused())
+    client.containers.create = create  # type: ignore[attr-defined]
+
+    with pytest.raises(PipesDockerEngineError, match="Cannot reach the Docker engine at"):
+        DockerEngine(client).create(spec())  # type: ignore[arg-type]
+    assert create.calls == MAX_ATTEMPTS
+
+
+def test_client_errors_are_not_retried() -> None:
+    client = FakeDockerClient()
+    create = Script(api_error(400, "invalid mount config"))
+    client.containers.create = create  # type: ignore[attr-defined]
+
+    with pytest.raises(PipesDockerLaunchError, match="invalid mount config"):
+        DockerEngine(client).create(spec())  # type: ignore[arg-type]
+    assert create.calls == 1
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_server_errors_and_rate_limits_on_create_are_retried(status: int) -> None:
+    client = FakeDockerClient()
+    create = Script(api_error(status, "try again"), FakeContainer)
+    client.containers.create = create  # type: ignore[attr-defined]
+
+    DockerEngine(client).create(spec())  # type: ignore[arg-type]
+    assert create.calls == 2
+
+
+def test_missing_image_on_create_is_an_image_error_naming_it() -> None:
+    client = FakeDockerClient()
+    client.containers.create = Script(  # type: ignore[attr-defined]
+        docker.errors.ImageNotFound("No such image: job:1")
+    )
+
+    with pytest.raises(PipesDockerImageError, match="'job:1'"):
+        DockerEngine(client).create(spec())  # type: ignore[arg-type]
+
+
+def stream(*events: dict[str, Any]) -> Callable[[], Iterator[dict[str, Any]]]:
+    read: list[dict[str, Any]] = []
+
+    def events_iter() -> Iterator[dict[str, Any]]:
+        for event in events:
+            read.append(event)
+            yield event
+
+    events_iter.read = read  # type: ignore[attr-defined]
+    return events_iter
+
+
+def test_an_error_inside_the_pull_stream_is_surfaced_after_reading_it_all() -> None:
+    events = stream(
+        {"status": "Pulling fs layer"},
+        {"error": "unexpected EOF", "errorDetail": {"message": "unexpected EOF"}},
+        {"status": "trailing event"},
+    )
+    client = FakeDockerClient(pull=Script(events))
+
+    with pytest.raises(PipesDockerImageError, match=r"'job:1'.*unexpected EOF"):
+        DockerEngine(client).pull("job:1", None)  # type: ignore[arg-type]
+    assert len(events.read) == 3  # type: ignore[attr-defined]
+
+
+def test_a_registry_refusal_is_an_image_error_and_is_not_retried() -> None:
+    pull = Script(api_error(500, "unauthorized: authentication required"))
+    client = FakeDockerClient(pull=pull)
+
+    with pytest.raises(PipesDockerImageError, match="unauthorized"):
+        DockerEngine(client).pull("job:1", {"username": "u", "password": "p"})  # type: ignore[arg-type]
+    assert pull.calls == 1
+
+
+def test_a_registry_rate_limit_is_retried() -> None:
+    pull = Script(api_error(500, "toomanyrequests: slow down"), stream({"status": "done"}))
+    client = FakeDockerClient(pull=pull)
+
+    DockerEngine(client).pull("job:1", None)  # type: ignore[arg-type]
+    assert pull.calls == 2
+
+
+@pytest.mark.parametrize(
+    ("image", "repository", "tag"),
+    [
+        ("job", "job", "latest"),
+        ("job:1", "job", "1"),
+        ("127.0.0.1:5000/team/job:2", "127.0.0.1:5000/team/job", "2"),
+        ("127.0.0.1:5000/team/job", "127.0.0.1:5000/team/job", "latest"),
+        ("job@sha256:abc", "job", "sha256:abc"),
+    ],
+)
+def test_pull_splits_the_reference_into_repository_and_tag(
+    image: str, repository: str, tag: str
+) -> None:
+    pull = Script(stream({"status": "done"}))
+    seen: list[tuple[Any, ...]] = []
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        seen.append((args[0], kwargs["tag"]))
+        return pull()
+
+    DockerEngine(FakeDockerClient(pull=record)).pull(image, None)  # type: ignore[arg-type]
+    assert seen == [(repository, tag)]
+
+
+def test_wait_returns_none_when_the_container_is_still_running() -> None:
+    timeout = requests.exceptions.ConnectionError(
+        urllib3.exceptions.ReadTimeoutError(None, "/wait", "Read timed out.")  # type: ignore[arg-type]
+    )
+    client = FakeDockerClient(wait=Script(timeout))
+
+    assert DockerEngine(client).wait("c0ffee", 0.1) is None  # type: ignore[arg-type]
+
+
+def test_wait_reads_the_oom_flag_and_memory_limit_of_a_failed_container() -> None:
+    client = FakeDockerClient(
+        wait=Script({"StatusCode": 137, "Error": None}),
+        inspect_container=Script(
+            {"State": {"OOMKilled": True}, "HostConfig": {"Memory": 64 * 1024 * 1024}}
+        ),
+    )
+
+    exit_ = DockerEngine(client).wait("c0ffee", 1)  # type: ignore[arg-type]
+
+    assert exit_ is not None
+    assert (exit_.exit_code, exit_.oom_killed, exit_.memory_limit) == (137, True, 64 << 20)
