@@ -3,8 +3,8 @@
 
 Usage (from the repository root):
 
-    .venv/bin/python benchmarks/bench.py            # full run, ~5-10 minutes on 2 cores
-    .venv/bin/python benchmarks/bench.py --quick    # smaller message count, ~2 minutes
+    .venv/bin/python benchmarks/bench.py            # full run, ~3-4 minutes on 2 CPUs
+    .venv/bin/python benchmarks/bench.py --quick    # 20k instead of 100k messages, ~1.5 minutes
 
 Every measurement runs in a fresh worker subprocess (this same file with ``--worker``) so that
 peak RSS figures belong to one measurement only. See benchmarks/README.md for what each column
@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ RUNNERS = {
     "reference": "dagster-docker (reference)",
     "raw": "docker run --rm",
     "raw-nolog": "docker run --rm --log-driver none",
+    "floor": "floor: same work in-process",
 }
 SCENARIOS = {
     "stdout": "1. stdout flood",
@@ -231,7 +232,9 @@ def make_pipes_runner(spec: dict[str, Any]):
     current: dict[str, Any] = {}
 
     @asset(name=ASSET_NAME)
-    def bench_asset(context):  # no annotation: this module uses `from __future__ import annotations`
+    def bench_asset(
+        context,
+    ):  # no annotation: this module uses `from __future__ import annotations`
         started = time.perf_counter()
         try:
             invocation = client.run(
@@ -265,11 +268,64 @@ def make_pipes_runner(spec: dict[str, Any]):
     return once
 
 
+def make_floor_runner(spec: dict[str, Any]):
+    """The same work done in-process by the asset itself: what Dagster alone costs."""
+    from dagster import DagsterInstance, MaterializeResult, MetadataValue, asset, materialize
+
+    params = spec["params"]
+    current: dict[str, Any] = {}
+    # Built before the baseline is taken: making it is the job's work, not the orchestrator's.
+    blob = metadata_blob(params["metadata_bytes"]) if spec["scenario"] == "metadata" else ""
+
+    @asset(name=ASSET_NAME)
+    def bench_asset(context):
+        started = time.perf_counter()
+        metadata = {}
+        try:
+            if current["job"] == "stdout":
+                line_bytes = params["line_bytes"]
+                block = ("x" * (line_bytes - 1) + "\n") * (65536 // line_bytes)
+                for _ in range(params["stdout_bytes"] // 65536):
+                    sys.stdout.write(block)
+                    sys.stdout.flush()  # as a forwarding client does, once per chunk
+            elif current["job"] == "logs":
+                for i in range(params["messages"]):
+                    context.log.info(f"{MESSAGE_PREFIX}{i}")
+            elif current["job"] == "metadata":
+                metadata["blob"] = MetadataValue.text(blob)
+        finally:
+            current["run"] = time.perf_counter() - started
+        return MaterializeResult(metadata=metadata)
+
+    def once(script: str, warmup: bool = False) -> dict[str, Any]:
+        current.clear()
+        current["job"] = "startup" if warmup else spec["scenario"]
+        with DagsterInstance.ephemeral() as instance:
+            started = time.perf_counter()
+            with fds_to_devnull(spec.get("stdout_path") or os.devnull):
+                result = materialize([bench_asset], instance=instance, raise_on_error=False)
+            wall = time.perf_counter() - started
+            out: dict[str, Any] = {"wall": wall, "run": current.get("run"), "ok": result.success}
+            out["peak_rss_kib"] = _proc_status_kib("VmHWM")
+            if not result.success:
+                out["error"] = _failure_message(result)
+            if not warmup:
+                out["_result"] = result
+                out["_logs"] = instance.all_logs(result.run_id)
+        return out
+
+    return once
+
+
 def _failure_message(result: Any) -> str:
     for event in result.all_events:
         if event.is_failure and event.step_failure_data is not None:
             error = event.step_failure_data.error
-            while error is not None and error.cause is not None and "DagsterExecutionStep" in (error.cls_name or ""):
+            while (
+                error is not None
+                and error.cause is not None
+                and "DagsterExecutionStep" in (error.cls_name or "")
+            ):
                 error = error.cause
             if error is not None:
                 return f"{error.cls_name}: {error.message.strip().splitlines()[0][:200]}"
@@ -324,7 +380,12 @@ def worker(spec: dict[str, Any]) -> None:
     scenario, runner = spec["scenario"], spec["runner"]
     script = job_script(scenario, spec["params"])
     raw = runner in ("raw", "raw-nolog")
-    once = make_raw_runner(spec) if raw else make_pipes_runner(spec)
+    if raw:
+        once = make_raw_runner(spec)
+    elif runner == "floor":
+        once = make_floor_runner(spec)
+    else:
+        once = make_pipes_runner(spec)
 
     # Warm up with no-op runs first: Dagster's lazy imports, the docker client, the page cache.
     # The baseline RSS is taken after them, so "+RSS" is what the scenario itself added.
@@ -417,7 +478,9 @@ def run_worker(spec: dict[str, Any], workdir: Path, timeout: float) -> dict[str,
         record = {"ok": False, "error": f"{reason}: {' | '.join(tail)[:300]}"}
     record["worker_seconds"] = elapsed
     # What the runner left behind: containers (found by our labels) and temp dirs.
-    left = docker_ids(f"label={LABEL_SESSION}={spec['session']}", f"label={LABEL_RUNNER}={spec['runner']}")
+    left = docker_ids(
+        f"label={LABEL_SESSION}={spec['session']}", f"label={LABEL_RUNNER}={spec['runner']}"
+    )
     record["containers_left"] = len(left)
     warm = docker_ids(
         f"label={LABEL_SESSION}={spec['session']}", f"label={LABEL_RUNNER}={spec['runner']}-warmup"
@@ -499,8 +562,17 @@ def delivered_cell(scenario: str, r: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    headers = ["scenario", "runner", "wall s", "run() s", "peak RSS MiB", "+RSS MiB",
-               "delivered", "left behind", "notes"]
+    headers = [
+        "scenario",
+        "runner",
+        "wall s",
+        "run() s",
+        "peak RSS MiB",
+        "+RSS MiB",
+        "delivered",
+        "left behind",
+        "notes",
+    ]
     body = []
     for row in rows:
         r = row["result"]
@@ -515,27 +587,32 @@ def table(rows: list[dict[str, Any]]) -> str:
         if r.get("warnings"):
             notes.append(f"{r['warnings']} warning(s)")
         if row["scenario"] == "startup" and r.get("walls"):
-            notes.append("min/max " + "/".join(f"{x:.2f}" for x in (min(r["walls"]), max(r["walls"]))))
+            notes.append(
+                "min/max " + "/".join(f"{x:.2f}" for x in (min(r["walls"]), max(r["walls"])))
+            )
         left = str(r.get("containers_left", "?"))
         if r.get("temp_left"):
             left += f" (+{r['temp_left']} tmp)"
-        body.append([
-            SCENARIOS[row["scenario"]],
-            RUNNERS[row["runner"]],
-            fmt_seconds(r.get("wall")),
-            fmt_seconds(r.get("run")),
-            fmt_mib(r.get("peak_rss_kib")),
-            "-" if growth is None else f"{growth / 1024:.0f}",
-            delivered_cell(row["scenario"], r),
-            left,
-            "; ".join(notes),
-        ])
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *body)]
+        body.append(
+            [
+                SCENARIOS[row["scenario"]],
+                RUNNERS[row["runner"]],
+                fmt_seconds(r.get("wall")),
+                fmt_seconds(r.get("run")),
+                fmt_mib(r.get("peak_rss_kib")),
+                "-" if growth is None else f"{growth / 1024:.0f}",
+                delivered_cell(row["scenario"], r),
+                left,
+                "; ".join(notes),
+            ]
+        )
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *body, strict=True)]
     numeric = {2, 3, 4, 5, 7}
 
     def line(cells: list[str]) -> str:
         return "  ".join(
-            (c.rjust(w) if i in numeric else c.ljust(w)) for i, (c, w) in enumerate(zip(cells, widths))
+            (c.rjust(w) if i in numeric else c.ljust(w))
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     out = [line(headers), line(["-" * w for w in widths])]
@@ -543,7 +620,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     for cells in body:
         if previous is not None and cells[0] != previous:
             out.append("")
-        out.append(line(cells if cells[0] != previous else [""] + cells[1:]))
+        out.append(line(cells if cells[0] != previous else ["", *cells[1:]]))
         previous = cells[0]
     return "\n".join(out)
 
@@ -560,14 +637,18 @@ def versions() -> dict[str, str]:
     try:
         found["docker-engine"] = subprocess.run(
             ["docker", "version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except Exception:
         found["docker-engine"] = "?"
     try:
         found["git"] = subprocess.run(
             ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except Exception:
         found["git"] = "?"
@@ -575,18 +656,33 @@ def versions() -> dict[str, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="20k messages instead of 100k")
-    parser.add_argument("--runners", default=",".join(RUNNERS), help="comma list of " + ",".join(RUNNERS))
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of " + ",".join(SCENARIOS))
+    parser.add_argument(
+        "--runners", default=",".join(RUNNERS), help="comma list of " + ",".join(RUNNERS)
+    )
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help="comma list of " + ",".join(SCENARIOS)
+    )
     parser.add_argument("--messages", type=int, help="scenario 2 message count")
     parser.add_argument("--stdout-mib", type=int, default=100, help="scenario 1 size (default 100)")
-    parser.add_argument("--line-bytes", type=int, default=128, help="scenario 1 line length incl. newline")
+    parser.add_argument(
+        "--line-bytes", type=int, default=128, help="scenario 1 line length incl. newline"
+    )
     parser.add_argument("--timeout", type=float, default=240, help="per-measurement limit, seconds")
-    parser.add_argument("--attempts", type=int, default=3,
-                        help="tries per measurement when a container is killed from outside")
-    parser.add_argument("--no-verify-stdout", action="store_true",
-                        help="skip the unmeasured scenario-1 rerun that counts forwarded lines")
+    parser.add_argument(
+        "--attempts",
+        type=int,
+        default=3,
+        help="tries per measurement when a container is killed from outside",
+    )
+    parser.add_argument(
+        "--no-verify-stdout",
+        action="store_true",
+        help="skip the unmeasured scenario-1 rerun that counts forwarded lines",
+    )
     parser.add_argument("--json", default=str(HERE / "results.json"), help="where to write results")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -615,6 +711,7 @@ def main() -> int:
         "warmup_runs": 1,
     }
     preflight()
+    load_before = os.getloadavg()
     session = uuid.uuid4().hex[:12]
     foreign_before = set(docker_ids(f"ancestor={IMAGE}"))
     started = time.perf_counter()
@@ -622,8 +719,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pipes-docker-bench-") as workdir:
         for scenario in scenarios:
             for runner in runners:
-                print(f"[bench] {SCENARIOS[scenario]} / {RUNNERS[runner]} ...", file=sys.stderr, flush=True)
-                spec = {"scenario": scenario, "runner": runner, "params": params, "session": session}
+                print(
+                    f"[bench] {SCENARIOS[scenario]} / {RUNNERS[runner]} ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                spec = {
+                    "scenario": scenario,
+                    "runner": runner,
+                    "params": params,
+                    "session": session,
+                }
                 result = measure(spec, Path(workdir), args.timeout, args.attempts)
                 if scenario == "stdout" and not args.no_verify_stdout:
                     result["stdout_check"] = verify_stdout(spec, Path(workdir), args.timeout)
@@ -637,12 +743,14 @@ def main() -> int:
     foreign_new = sorted(remaining - foreign_before)
 
     meta = {
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
         "params": params,
         "versions": versions(),
         "cpus": os.cpu_count(),
         "total_seconds": round(total, 1),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "final_sweep_removed": len(ours),
         "containers_of_image_after": len(remaining),
     }
@@ -658,9 +766,19 @@ def main() -> int:
     )
     print("versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
     print(
-        f"final check: docker ps -a --filter ancestor={IMAGE} -> {len(remaining)} container(s)"
-        + (f" ({len(foreign_new)} new, not labelled by this bench: {', '.join(c[:12] for c in foreign_new)})" if foreign_new else "")
+        f"load average (1 min) before/after: {load_before[0]:.2f}/{meta['loadavg_after'][0]:.2f}"
+        f" on {os.cpu_count()} CPUs"
+        + (
+            "  -- the machine was busy: timings are noisy"
+            if load_before[0] > 0.5 * (os.cpu_count() or 1)
+            else ""
+        )
     )
+    final = f"final check: docker ps -a --filter ancestor={IMAGE} -> {len(remaining)} container(s)"
+    if foreign_new:
+        names = ", ".join(c[:12] for c in foreign_new)
+        final += f" ({len(foreign_new)} new, not labelled by this bench, left alone: {names})"
+    print(final)
     Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"results written to {args.json}")
     return 0 if all(r["result"].get("ok") for r in rows) else 1

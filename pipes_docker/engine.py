@@ -287,9 +287,16 @@ class DockerEngine:
             error = (result.get("Error") or {}).get("Message") or None
             oom_killed, memory_limit = False, None
             if exit_code != 0:
-                attrs = self.client.api.inspect_container(container_id)
-                oom_killed = bool(attrs.get("State", {}).get("OOMKilled"))
-                memory_limit = attrs.get("HostConfig", {}).get("Memory") or None
+                try:
+                    attrs = self.client.api.inspect_container(container_id)
+                except docker.errors.NotFound:
+                    error = "the container was removed by someone else while it ran"
+                else:
+                    state = attrs.get("State", {})
+                    oom_killed = bool(state.get("OOMKilled"))
+                    memory_limit = attrs.get("HostConfig", {}).get("Memory") or None
+                    if state.get("Status") in ("removing", "dead"):
+                        error = "the container was removed by someone else while it ran"
         return ContainerExit(exit_code, oom_killed, memory_limit, error)
 
     @retry_transient_engine_errors

@@ -96,6 +96,7 @@ class PipesDockerContainerError(PipesDockerError):
         memory_limit: int | None,
         stderr_tail: Sequence[str],
         tail_stream: str = "stderr",
+        engine_error: str | None = None,
     ) -> None:
         self.image = image
         self.container_id = container_id
@@ -113,6 +114,7 @@ class PipesDockerContainerError(PipesDockerError):
                 memory_limit=memory_limit,
                 tail=self.stderr_tail,
                 tail_stream=tail_stream,
+                engine_error=engine_error,
             )
         )
 
@@ -136,9 +138,12 @@ def describe_container_failure(
     memory_limit: int | None,
     tail: Sequence[str],
     tail_stream: str,
+    engine_error: str | None = None,
 ) -> str:
     """Build the message of a :class:`PipesDockerContainerError`."""
     lines = [f"Container {container_id[:12]} (image {image!r}) exited with code {exit_code}."]
+    if engine_error:
+        lines.append(f"The engine says: {engine_error}.")
     signal_name = signal_name_for_exit_code(exit_code)
     if oom_killed:
         limit = f" of {format_bytes(memory_limit)}" if memory_limit else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import string
 import threading
@@ -261,7 +262,12 @@ def test_containers_carry_labels_naming_dagster_run_and_step(
             for container in docker_client.containers.list(
                 filters={"label": f"{MANAGED_LABEL}=true"}
             ):
-                seen.append(container.labels)
+                seen.append(
+                    {
+                        **container.labels,
+                        "log driver": container.attrs["HostConfig"]["LogConfig"]["Type"],
+                    }
+                )
             time.sleep(0.05)
 
     watcher = threading.Thread(target=watch)
@@ -277,6 +283,32 @@ def test_containers_carry_labels_naming_dagster_run_and_step(
     labels = seen[0]
     assert labels["io.pipes-docker.dagster-run-id"] == run.result.run_id
     assert labels["io.pipes-docker.dagster-step-key"] == "job"
+    # Output is captured from the attach stream; the engine need not write it to disk again.
+    assert labels["log driver"] == "none"
+
+
+def test_container_removed_by_someone_else_says_so(
+    make_client: MakeClient, run_asset: RunAsset, docker_client: docker.DockerClient
+) -> None:
+    def remove_when_running() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            running = docker_client.containers.list(filters={"label": f"{MANAGED_LABEL}=true"})
+            for container in running:
+                if container.labels.get("io.pipes-docker.orchestrator-pid") == str(os.getpid()):
+                    container.remove(force=True)
+                    return
+            time.sleep(0.05)
+
+    remover = threading.Thread(target=remove_when_running)
+    remover.start()
+    try:
+        run = run_asset(make_client(), "import time; time.sleep(30)")
+    finally:
+        remover.join()
+
+    assert not run.success
+    assert "removed by someone else" in run.error
 
 
 def test_oom_killed_container_says_so_with_its_limit(
