@@ -8,7 +8,7 @@ from pipes_docker.channel import (
     PipesDockerFileContextInjector,
     PipesDockerMountedChannel,
 )
-from pipes_docker.client import MANAGED_LABEL, PipesDockerClient
+from pipes_docker.client import PipesDockerClient
 from pipes_docker.errors import (
     PipesDockerContainerError,
     PipesDockerEngineError,
@@ -18,6 +18,7 @@ from pipes_docker.errors import (
     PipesDockerTimeoutError,
 )
 from pipes_docker.reader import PipesDockerFileMessageReader
+from pipes_docker.spec import MANAGED_LABEL
 
 __version__ = "0.1.0"
 

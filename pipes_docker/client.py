@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import secrets
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -27,29 +24,26 @@ from dagster_pipes import PipesExtras
 
 from pipes_docker.channel import Mount, PipesDockerChannel, PipesDockerMountedChannel
 from pipes_docker.demux import TAIL_LINES, LineSink, ProcessStream, StreamTarget, output_tail
-from pipes_docker.engine import ContainerEngine, ContainerSpec, DockerEngine
+from pipes_docker.engine import ContainerEngine, DockerEngine
 from pipes_docker.errors import PipesDockerContainerError, PipesDockerImageError
 from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import ContainerLauncher, ContainerOutcome
-from pipes_docker.vendor import installed_dagster_pipes_dir
+from pipes_docker.spec import (
+    HOST_LABEL,
+    MANAGED_LABEL,
+    PID_LABEL,
+    build_spec,
+    check_container_kwargs,
+    container_name,
+    inject_dagster_pipes,
+    labels_for,
+    merge_container_kwargs,
+    pop_environment,
+)
 
-__all__ = ["LABEL_PREFIX", "MANAGED_LABEL", "PipesDockerClient", "PullPolicy"]
+__all__ = ["PipesDockerClient", "PullPolicy"]
 
 PullPolicy = Literal["if_not_present", "always", "never"]
-
-LABEL_PREFIX = "io.pipes-docker"
-MANAGED_LABEL = f"{LABEL_PREFIX}.managed"
-HOST_LABEL = f"{LABEL_PREFIX}.orchestrator-host"
-PID_LABEL = f"{LABEL_PREFIX}.orchestrator-pid"
-
-
-# Where an injected dagster_pipes appears in the container (inject_pipes=True).
-INJECT_PATH = "/opt/pipes-docker/inject"
-
-# Keywords pipes-docker must control to keep its guarantees.
-_RESERVED_KWARGS = frozenset(
-    {"image", "command", "detach", "auto_remove", "remove", "stdout", "stderr", "stream"}
-)
 
 
 class PipesDockerClient(PipesClient, TreatAsResourceParam):
@@ -112,7 +106,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             )
         if engine is not None and docker_client is not None:
             raise ValueError("Pass docker_client or engine, not both.")
-        _check_container_kwargs(container_kwargs or {})
+        check_container_kwargs(container_kwargs or {})
         self._engine: ContainerEngine = engine or DockerEngine(docker_client)
         self._env = dict(env or {})
         self._forward_stdio = forward_stdio
@@ -175,8 +169,8 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             PipesDockerEngineError: The Docker engine could not be reached.
         """
         run_kwargs = dict(container_kwargs or {})
-        _check_container_kwargs(run_kwargs)
-        options = _merge_container_kwargs(self._container_kwargs, run_kwargs)
+        check_container_kwargs(run_kwargs)
+        options = merge_container_kwargs(self._container_kwargs, run_kwargs)
         with sigterm_unwinds():
             return self._run(
                 context=context,
@@ -202,10 +196,10 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         inject_pipes: bool,
     ) -> PipesClientCompletedInvocation:
         self._ensure_image(image)
-        env_layers = [self._env, _pop_environment(options), env]
+        env_layers = [self._env, pop_environment(options), env]
         mounts: list[Mount] = []
         if inject_pipes:
-            injected = _inject_dagster_pipes(self._engine.image_env(image), env_layers)
+            injected = inject_dagster_pipes(self._engine.image_env(image), env_layers)
             env_layers.append(injected.env)
             mounts.append(injected.mount)
         with (
@@ -220,13 +214,13 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 extras=extras,
             ) as session,
         ):
-            spec = _build_spec(
+            spec = build_spec(
                 image=image,
                 command=command,
-                name=_container_name(context),
+                name=container_name(context),
                 env_layers=env_layers,
                 bootstrap_env=session.get_bootstrap_env_vars(),
-                labels=_labels(context),
+                labels=labels_for(context),
                 options=options,
                 mounts=[*channel.mounts, *mounts],
             )
@@ -322,7 +316,9 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 sinks.append(LineSink(targets))
             yield sinks[0], sinks[1]
 
-    def _on_interrupt(self, context: OpExecutionContext | AssetExecutionContext) -> Any:
+    def _on_interrupt(
+        self, context: OpExecutionContext | AssetExecutionContext
+    ) -> Callable[[BaseException], None]:
         def log(exc: BaseException) -> None:
             context.log.info(
                 f"[pipes-docker] run interrupted ({type(exc).__name__}); stopping the container."
@@ -354,29 +350,6 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         return metadata
 
 
-@dataclass(frozen=True)
-class _Injection:
-    env: Mapping[str, str]
-    mount: Mount
-
-
-def _inject_dagster_pipes(
-    image_env: Mapping[str, str], env_layers: Sequence[Mapping[str, str]]
-) -> _Injection:
-    """Mount the installed dagster_pipes read-only and put it first on PYTHONPATH.
-
-    The PYTHONPATH already in force (the user's env, else the image's) is kept after ours.
-    """
-    pythonpath = image_env.get("PYTHONPATH", "")
-    for layer in env_layers:
-        pythonpath = layer.get("PYTHONPATH", pythonpath)
-    package = installed_dagster_pipes_dir()
-    return _Injection(
-        env={"PYTHONPATH": ":".join(p for p in (INJECT_PATH, pythonpath) if p)},
-        mount=Mount(str(package), f"{INJECT_PATH}/{package.name}", read_only=True),
-    )
-
-
 class _NoMessagesIsInfo(logging.Filter):
     """Turn dagster's "did not receive any messages" warning into one info line.
 
@@ -406,125 +379,6 @@ def _legacy_jobs_noted_at_info(
         log.removeFilter(notice)
 
 
-def _check_container_kwargs(kwargs: Mapping[str, Any]) -> None:
-    reserved = sorted(_RESERVED_KWARGS & set(kwargs))
-    if reserved:
-        raise ValueError(
-            f"container_kwargs may not set {', '.join(reserved)}: pipes-docker controls"
-            " these to attach to, wait for and remove the container. Pass image and command"
-            " to run() instead."
-        )
-
-
-def _merge_container_kwargs(
-    client_kwargs: Mapping[str, Any], run_kwargs: Mapping[str, Any]
-) -> dict[str, Any]:
-    """A run's keywords win, except that environment, labels and volumes add up."""
-    merged = {**client_kwargs, **run_kwargs}
-    if "environment" in client_kwargs and "environment" in run_kwargs:
-        merged["environment"] = {
-            **_environment_dict(client_kwargs["environment"]),
-            **_environment_dict(run_kwargs["environment"]),
-        }
-    if "labels" in client_kwargs and "labels" in run_kwargs:
-        merged["labels"] = {**client_kwargs["labels"], **run_kwargs["labels"]}
-    if "volumes" in client_kwargs and "volumes" in run_kwargs:
-        merged["volumes"] = [
-            *_normalize_volumes(client_kwargs["volumes"]),
-            *_normalize_volumes(run_kwargs["volumes"]),
-        ]
-    return merged
-
-
-def _pop_environment(options: dict[str, Any]) -> Mapping[str, str]:
-    """Take docker-py's ``environment`` (a dict or ``KEY=VALUE`` list) out of ``options``."""
-    return _environment_dict(options.pop("environment", None) or {})
-
-
-def _environment_dict(environment: Any) -> dict[str, str]:
-    """docker-py takes ``environment`` as a dict or a list of ``KEY=VALUE`` strings."""
-    if isinstance(environment, Mapping):
-        return {str(k): str(v) for k, v in environment.items()}
-    pairs = {}
-    for item in environment:
-        key, _, value = str(item).partition("=")
-        pairs[key] = value
-    return pairs
-
-
-def _normalize_volumes(volumes: Any) -> list[str]:
-    """docker-py accepts ``volumes`` as a dict or a list of ``host:container[:mode]`` strings."""
-    if not volumes:
-        return []
-    if isinstance(volumes, Mapping):
-        binds = []
-        for host, target in volumes.items():
-            if isinstance(target, Mapping):
-                binds.append(f"{host}:{target['bind']}:{target.get('mode', 'rw')}")
-            else:
-                binds.append(f"{host}:{target}")
-        return binds
-    return [str(v) for v in volumes]
-
-
-def _build_spec(
-    *,
-    image: str,
-    command: str | Sequence[str] | None,
-    name: str,
-    env_layers: Sequence[Mapping[str, str]],
-    bootstrap_env: Mapping[str, str],
-    labels: Mapping[str, str],
-    options: dict[str, Any],
-    mounts: Sequence[Mount],
-) -> ContainerSpec:
-    env: dict[str, str] = {}
-    for layer in env_layers:
-        env.update(layer)
-    env.update(bootstrap_env)  # last: a user's env must not break the protocol
-    user_labels = dict(options.pop("labels", None) or {})
-    volumes = _normalize_volumes(options.pop("volumes", None))
-    options.setdefault("init", True)  # forwards SIGTERM to the job and reaps its children
-    # The output is captured from the attach stream; a log driver would write it all to disk a
-    # second time (about 4x the cost on a 100 MB flood). A user's log_config wins.
-    options.setdefault("log_config", {"type": "none", "config": {}})
-    name = options.pop("name", None) or name
-    return ContainerSpec(
-        image=image,
-        name=name,
-        command=command,
-        env=env,
-        labels={**user_labels, **labels},
-        mounts=list(mounts),
-        volumes=volumes,
-        options=options,
-    )
-
-
-def _labels(context: OpExecutionContext | AssetExecutionContext) -> dict[str, str]:
-    labels = {
-        MANAGED_LABEL: "true",
-        HOST_LABEL: socket.gethostname(),
-        PID_LABEL: str(os.getpid()),
-    }
-    for key, read in (
-        ("dagster-run-id", lambda: context.run.run_id),
-        ("dagster-job", lambda: context.run.job_name),
-        ("dagster-step-key", lambda: context.get_step_execution_context().step.key),
-    ):
-        value = _try(read)
-        if value:
-            labels[f"{LABEL_PREFIX}.{key}"] = str(value)
-    return labels
-
-
-def _container_name(context: OpExecutionContext | AssetExecutionContext) -> str:
-    run_id = str(_try(lambda: context.run.run_id) or "norun")[:8]
-    step = str(_try(lambda: context.get_step_execution_context().step.key) or "step")
-    step = re.sub(r"[^a-zA-Z0-9_.-]+", "-", step).strip("-.")[:40] or "step"
-    return f"pipes-{run_id}-{step}-{secrets.token_hex(4)}"
-
-
 def _process_alive(pid_label: str) -> bool:
     try:
         pid = int(pid_label)
@@ -539,10 +393,3 @@ def _process_alive(pid_label: str) -> bool:
     except PermissionError:
         return True  # alive, but someone else's
     return True
-
-
-def _try(read: Any) -> Any:
-    try:
-        return read()
-    except Exception:
-        return None
