@@ -36,8 +36,10 @@ with open_dagster_pipes() as pipes:
 """
 
 QUICK_JOB = """
-import os
+import os, sys
 from dagster_pipes import open_dagster_pipes
+print(f"stdout line of {os.environ['MARKER']}")
+print(f"stderr line of {os.environ['MARKER']}", file=sys.stderr)
 with open_dagster_pipes() as pipes:
     pipes.report_asset_materialization(metadata={"marker": os.environ["MARKER"]})
 """

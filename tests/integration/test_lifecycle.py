@@ -230,6 +230,19 @@ def test_separate_orchestrator_processes_run_at_once(
     assert [o["marker"] for o in outputs] == [f"process-{i}" for i in range(4)]
 
 
+def test_container_output_lands_in_dagsters_compute_logs(tmp_path: Path) -> None:
+    process = start_orchestrator(tmp_path, "quick", "compute-logs")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err[-3000:]
+
+    (out_log,) = (tmp_path / "home" / "storage").rglob("compute_logs/*.out")
+    (err_log,) = (tmp_path / "home" / "storage").rglob("compute_logs/*.err")
+    assert "stdout line of compute-logs\n" in out_log.read_text()
+    assert "stderr line of compute-logs\n" in err_log.read_text()
+    assert "stderr line of" not in out_log.read_text()
+    assert "stdout line of" not in err_log.read_text()
+
+
 def closed_loopback_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
