@@ -32,12 +32,14 @@ from pipes_docker.spec import (
     HOST_LABEL,
     MANAGED_LABEL,
     PID_LABEL,
+    PIDNS_LABEL,
     build_spec,
     check_container_kwargs,
     container_name,
     inject_dagster_pipes,
     labels_for,
     merge_container_kwargs,
+    pid_namespace,
     pop_environment,
 )
 
@@ -256,7 +258,8 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         orchestrator died without cleaning up (SIGKILL, a lost machine). A container labelled
         ``io.pipes-docker.managed=true`` is removed, running or not, when:
 
-        * the orchestrator that made it ran on this host and its process is gone, or
+        * the orchestrator that made it ran on this host, in this PID namespace, and its
+          process is gone, or
         * it was created more than ``older_than`` ago (for orchestrators on other hosts).
 
         Containers of live runs on this host are left alone whatever their age unless
@@ -266,14 +269,15 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             The ids of the containers removed.
         """
         now = datetime.now(UTC)
-        host = socket.gethostname()
+        host, pidns = socket.gethostname(), pid_namespace()
         removed = []
         for container in self._engine.list_containers({MANAGED_LABEL: "true"}):
             labels = container.get("Labels") or {}
             created = datetime.fromtimestamp(int(container.get("Created", 0)), UTC)
-            orchestrator_gone = labels.get(HOST_LABEL) == host and not _process_alive(
-                labels.get(PID_LABEL, "")
+            same_process_space = (
+                labels.get(HOST_LABEL) == host and bool(pidns) and labels.get(PIDNS_LABEL) == pidns
             )
+            orchestrator_gone = same_process_space and not _process_alive(labels.get(PID_LABEL, ""))
             if orchestrator_gone or now - created >= older_than:
                 self._engine.remove(container["Id"])
                 removed.append(str(container["Id"]))

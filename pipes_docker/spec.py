@@ -26,6 +26,7 @@ __all__ = [
     "INJECT_PATH",
     "LABEL_PREFIX",
     "MANAGED_LABEL",
+    "PIDNS_LABEL",
     "PID_LABEL",
     "build_spec",
     "check_container_kwargs",
@@ -33,6 +34,7 @@ __all__ = [
     "inject_dagster_pipes",
     "labels_for",
     "merge_container_kwargs",
+    "pid_namespace",
     "pop_environment",
 ]
 
@@ -40,6 +42,9 @@ LABEL_PREFIX = "io.pipes-docker"
 MANAGED_LABEL = f"{LABEL_PREFIX}.managed"
 HOST_LABEL = f"{LABEL_PREFIX}.orchestrator-host"
 PID_LABEL = f"{LABEL_PREFIX}.orchestrator-pid"
+# Hostname and pid name a process only within one PID namespace: two orchestrator containers on
+# host networking share a hostname, not their pids.
+PIDNS_LABEL = f"{LABEL_PREFIX}.orchestrator-pidns"
 
 
 # Where an injected dagster_pipes appears in the container (inject_pipes=True).
@@ -174,6 +179,7 @@ def labels_for(context: OpExecutionContext | AssetExecutionContext) -> dict[str,
         MANAGED_LABEL: "true",
         HOST_LABEL: socket.gethostname(),
         PID_LABEL: str(os.getpid()),
+        PIDNS_LABEL: pid_namespace(),
     }
     for key, read in (
         ("dagster-run-id", lambda: context.run.run_id),
@@ -184,6 +190,14 @@ def labels_for(context: OpExecutionContext | AssetExecutionContext) -> dict[str,
         if value:
             labels[f"{LABEL_PREFIX}.{key}"] = str(value)
     return labels
+
+
+def pid_namespace() -> str:
+    """This process's PID namespace, e.g. ``pid:[4026531836]``; empty where it cannot be read."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 def container_name(context: OpExecutionContext | AssetExecutionContext) -> str:

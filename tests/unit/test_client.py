@@ -676,16 +676,20 @@ def test_asset_run_emits_no_deprecation_warning(
     assert result.success
 
 
-
 # -- sweeping containers left by orchestrators that died -------------------------------------
 
 
-def leftover(engine: FakeEngine, *, host: str, pid: str, age_hours: float) -> str:
+def leftover(
+    engine: FakeEngine, *, host: str, pid: str, age_hours: float, pidns: str | None = None
+) -> str:
     """A managed container as a run on ``host`` in process ``pid`` would have labelled it."""
     labels = {
         MANAGED_LABEL: "true",
         "io.pipes-docker.orchestrator-host": host,
         "io.pipes-docker.orchestrator-pid": pid,
+        "io.pipes-docker.orchestrator-pidns": os.readlink("/proc/self/ns/pid")
+        if pidns is None
+        else pidns,
     }
     spec = ContainerSpec(image=IMAGE, name="left", command=None, env={}, labels=labels)
     created = engine.create(spec)
@@ -712,6 +716,20 @@ def test_remove_orphans_removes_containers_of_dead_local_orchestrators() -> None
 
     assert removed == [orphan]
     assert sorted(engine.live_containers()) == sorted([live, unmanaged])
+
+
+def test_remove_orphans_keeps_containers_of_another_pid_namespace_on_the_same_host() -> None:
+    # Orchestrator containers on host networking share the hostname, not their pids: a pid
+    # that is dead here may be alive there.
+    engine = FakeEngine()
+    theirs = leftover(
+        engine, host=socket.gethostname(), pid=dead_pid(), age_hours=0, pidns="pid:[1]"
+    )
+
+    removed = PipesDockerClient(engine=engine).remove_orphans()
+
+    assert removed == []
+    assert engine.live_containers() == [theirs]
 
 
 def test_remove_orphans_removes_old_containers_of_other_hosts() -> None:
