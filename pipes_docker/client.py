@@ -308,14 +308,14 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
     def _sinks(self, container_name: str) -> Iterator[tuple[LineSink, LineSink]]:
         with ExitStack() as stack:
             sinks = []
+            log_paths = self._log_paths(container_name)
             for stream in ("stdout", "stderr"):
                 targets: list[StreamTarget] = []
                 if self._forward_stdio:
                     targets.append(ProcessStream(stream))
-                if self._log_dir is not None:
-                    directory = os.path.join(self._log_dir, container_name)
-                    os.makedirs(directory, exist_ok=True)
-                    path = os.path.join(directory, f"{stream}.log")
+                if stream in log_paths:
+                    path = log_paths[stream]
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
                     targets.append(stack.enter_context(open(path, "w", encoding="utf-8")))
                 sinks.append(LineSink(targets))
             yield sinks[0], sinks[1]
@@ -343,15 +343,16 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 round(outcome.duration_seconds, 3)
             ),
         }
-        if self._log_dir is not None:
-            directory = os.path.join(self._log_dir, container_name)
-            metadata["pipes_docker/stdout_log"] = MetadataValue.path(
-                os.path.join(directory, "stdout.log")
-            )
-            metadata["pipes_docker/stderr_log"] = MetadataValue.path(
-                os.path.join(directory, "stderr.log")
-            )
+        for stream, path in self._log_paths(container_name).items():
+            metadata[f"pipes_docker/{stream}_log"] = MetadataValue.path(path)
         return metadata
+
+    def _log_paths(self, container_name: str) -> dict[str, str]:
+        """Where a run keeps each stream's output: none without ``log_dir``."""
+        if self._log_dir is None:
+            return {}
+        directory = os.path.join(self._log_dir, container_name)
+        return {stream: os.path.join(directory, f"{stream}.log") for stream in ("stdout", "stderr")}
 
 
 class _NoMessagesIsInfo(logging.Filter):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import codecs
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import IO, Protocol
 
 __all__ = ["TAIL_LINES", "FrameDemuxer", "LineSink", "StreamTarget", "output_tail"]
@@ -72,10 +72,8 @@ class LineSink:
         self._pending = ""
         self._tail = ""
         self._lock = threading.Lock()
-        self.bytes_seen = 0
 
     def write(self, data: bytes | memoryview) -> None:
-        self.bytes_seen += len(data)
         text = self._decoder.decode(data)
         if not text:
             return
@@ -150,15 +148,6 @@ class FrameDemuxer:
     def mid_frame(self) -> bool:
         """Whether the stream so far ended inside a header or a payload."""
         return bool(self._header) or self._remaining > 0
-
-    def pump(self, read: Callable[[int], bytes], chunk_size: int = 1 << 16) -> None:
-        """Feed everything ``read`` returns until it returns ``b""``, then close the sinks."""
-        try:
-            while chunk := read(chunk_size):
-                self.feed(chunk)
-        finally:
-            for sink in self._sinks.values():
-                sink.close()
 
 
 def output_tail(stdout: LineSink, stderr: LineSink, count: int) -> tuple[list[str], str]:

@@ -290,13 +290,12 @@ class DockerEngine:
                 try:
                     attrs = self.client.api.inspect_container(container_id)
                 except docker.errors.NotFound:
+                    attrs = {"State": {"Status": "removed"}}
+                state = attrs.get("State", {})
+                oom_killed = bool(state.get("OOMKilled"))
+                memory_limit = attrs.get("HostConfig", {}).get("Memory") or None
+                if state.get("Status") in ("removed", "removing", "dead"):
                     error = "the container was removed by someone else while it ran"
-                else:
-                    state = attrs.get("State", {})
-                    oom_killed = bool(state.get("OOMKilled"))
-                    memory_limit = attrs.get("HostConfig", {}).get("Memory") or None
-                    if state.get("Status") in ("removing", "dead"):
-                        error = "the container was removed by someone else while it ran"
         return ContainerExit(exit_code, oom_killed, memory_limit, error)
 
     @retry_transient_engine_errors
@@ -382,11 +381,9 @@ class _SocketStream:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
         for closable in (self._raw, sock):
-            try:
-                if closable is not None:
+            if closable is not None:
+                with contextlib.suppress(OSError):
                     closable.close()
-            except OSError:
-                pass
 
 
 def _created(container: Any) -> CreatedContainer:

@@ -193,20 +193,16 @@ class _Pump:
     ) -> None:
         self._stream = stream
         self._closing = False
-        sinks: Mapping[int, LineSink] = {STDOUT: stdout, STDERR: stderr}
-        self._demuxer = FrameDemuxer(sinks) if multiplexed else None
-        self._raw_sink = None if multiplexed else stdout
-        self._sinks = sinks
+        self._sinks: Mapping[int, LineSink] = {STDOUT: stdout, STDERR: stderr}
+        # With a TTY the engine merges both streams into one unframed stdout stream.
+        self._feed = FrameDemuxer(self._sinks).feed if multiplexed else stdout.write
         self._thread = threading.Thread(target=self._run, name="pipes-docker-output", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
             while chunk := self._stream.read(_CHUNK_SIZE):
-                if self._demuxer is not None:
-                    self._demuxer.feed(chunk)
-                elif self._raw_sink is not None:
-                    self._raw_sink.write(chunk)
+                self._feed(chunk)
         except (OSError, ValueError):
             if not self._closing:
                 logger.warning("Reading the container's output failed", exc_info=True)
@@ -228,8 +224,4 @@ class _Pump:
                 "The engine did not close the container's output stream within %ss; closing it.",
                 timeout,
             )
-            self._closing = True
-            self._stream.close()
-            self._thread.join()
-        else:
-            self._stream.close()
+        self.abort()

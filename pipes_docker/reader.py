@@ -118,9 +118,5 @@ class PipesDockerFileMessageReader(PipesMessageReader):
             " program that does not speak Pipes, this is expected."
         )
 
-    @property
-    def host_path(self) -> str:
-        return self._host_path
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._host_path!r} -> {self._container_path!r})"

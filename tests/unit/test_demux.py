@@ -204,10 +204,14 @@ def test_twenty_megabytes_arrive_byte_exact() -> None:
         for piece in _random_pieces(rng, payload):
             frames += frame(stream_id, piece)
     out, err = io.StringIO(), io.StringIO()
-    demux = FrameDemuxer({STDOUT: LineSink([out]), STDERR: LineSink([err])})
+    sinks = {STDOUT: LineSink([out]), STDERR: LineSink([err])}
+    demux = FrameDemuxer(sinks)
     source = io.BytesIO(bytes(frames))
 
-    demux.pump(lambda size: source.read(rng.randint(1, size)))
+    while chunk := source.read(rng.randint(1, 1 << 16)):
+        demux.feed(chunk)
+    for sink in sinks.values():
+        sink.close()
 
     assert out.getvalue().encode() == bytes(expected[STDOUT])
     assert err.getvalue().encode() == bytes(expected[STDERR])
