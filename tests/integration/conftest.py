@@ -59,7 +59,9 @@ def docker_client() -> Iterator[docker.DockerClient]:
 def containers_of_this_process(client: docker.DockerClient) -> list[Any]:
     label = f"io.pipes-docker.orchestrator-pid={os.getpid()}"
     return list(
-        client.containers.list(all=True, filters={"label": [MANAGED_LABEL + "=true", label]})
+        client.containers.list(
+            all=True, filters={"label": [MANAGED_LABEL + "=true", label]}, ignore_removed=True
+        )
     )
 
 

@@ -45,7 +45,9 @@ def start_orchestrator(work_dir: Path, mode: str, marker: str = "") -> subproces
 
 
 def containers_of(client: docker.DockerClient, pid: int) -> list[Any]:
-    return list(client.containers.list(all=True, filters={"label": f"{PID_LABEL}={pid}"}))
+    # ignore_removed: a run may remove its container between docker-py's list and inspect.
+    filters = {"label": f"{PID_LABEL}={pid}"}
+    return list(client.containers.list(all=True, filters=filters, ignore_removed=True))
 
 
 def wait_for_started_container(

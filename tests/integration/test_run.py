@@ -260,7 +260,7 @@ def test_containers_carry_labels_naming_dagster_run_and_step(
     def watch() -> None:
         while not stop.is_set() and not seen:
             for container in docker_client.containers.list(
-                filters={"label": f"{MANAGED_LABEL}=true"}
+                filters={"label": f"{MANAGED_LABEL}=true"}, ignore_removed=True
             ):
                 seen.append(
                     {
@@ -293,7 +293,9 @@ def test_container_removed_by_someone_else_says_so(
     def remove_when_running() -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            running = docker_client.containers.list(filters={"label": f"{MANAGED_LABEL}=true"})
+            running = docker_client.containers.list(
+                filters={"label": f"{MANAGED_LABEL}=true"}, ignore_removed=True
+            )
             for container in running:
                 if container.labels.get("io.pipes-docker.orchestrator-pid") == str(os.getpid()):
                     container.remove(force=True)
