@@ -3,18 +3,25 @@
 The public surface is what ``__all__`` lists; the modules behind it are private.
 """
 
-from pipes_docker.channel import (
+from pipes_docker.channels import (
+    PipesDockerArchiveContextInjector,
+    PipesDockerAutoChannel,
     PipesDockerChannel,
+    PipesDockerCustomChannel,
     PipesDockerFileContextInjector,
     PipesDockerMountedChannel,
+    PipesDockerStdioMessageReader,
+    PipesDockerStreamedChannel,
 )
 from pipes_docker.client import PipesDockerClient
 from pipes_docker.errors import (
+    PipesDockerChannelError,
     PipesDockerContainerError,
     PipesDockerEngineError,
     PipesDockerError,
     PipesDockerImageError,
     PipesDockerLaunchError,
+    PipesDockerOutputError,
     PipesDockerTimeoutError,
 )
 from pipes_docker.reader import PipesDockerFileMessageReader
@@ -24,9 +31,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MANAGED_LABEL",
+    "PipesDockerArchiveContextInjector",
+    "PipesDockerAutoChannel",
     "PipesDockerChannel",
+    "PipesDockerChannelError",
     "PipesDockerClient",
     "PipesDockerContainerError",
+    "PipesDockerCustomChannel",
     "PipesDockerEngineError",
     "PipesDockerError",
     "PipesDockerFileContextInjector",
@@ -34,5 +45,8 @@ __all__ = [
     "PipesDockerImageError",
     "PipesDockerLaunchError",
     "PipesDockerMountedChannel",
+    "PipesDockerOutputError",
+    "PipesDockerStdioMessageReader",
+    "PipesDockerStreamedChannel",
     "PipesDockerTimeoutError",
 ]

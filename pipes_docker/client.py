@@ -17,14 +17,20 @@ from dagster import (
     OpExecutionContext,
     PipesClient,
     PipesClientCompletedInvocation,
+    PipesContextInjector,
+    PipesMessageReader,
     open_pipes_session,
 )
 from dagster._core.definitions.resource_annotation import TreatAsResourceParam
 from dagster_pipes import PipesExtras
 
-from pipes_docker.channel import Mount, PipesDockerChannel, PipesDockerMountedChannel
+from pipes_docker.channels import (
+    PipesDockerAutoChannel,
+    PipesDockerChannel,
+    PipesDockerCustomChannel,
+)
 from pipes_docker.demux import TAIL_LINES, LineSink, ProcessStream, StreamTarget, output_tail
-from pipes_docker.engine import ContainerEngine, DockerEngine
+from pipes_docker.engine import ContainerEngine, ContainerFile, DockerEngine
 from pipes_docker.errors import PipesDockerContainerError, PipesDockerImageError
 from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import ContainerLauncher, ContainerOutcome
@@ -51,10 +57,12 @@ PullPolicy = Literal["if_not_present", "always", "never"]
 class PipesDockerClient(PipesClient, TreatAsResourceParam):
     """A Pipes client that runs each job in its own Docker container.
 
-    Context and messages travel through a per-run temp dir bind-mounted into the container; the
-    container's stdout and stderr are forwarded line by line to the orchestrator's own stdout and
-    stderr (where Dagster captures them as compute logs). The container and the temp dir are
-    removed after every run, whatever its outcome.
+    Context and messages travel through a per-run temp dir bind-mounted into the container when
+    the engine sees the orchestrator's files, and through the Docker API and the container's
+    stderr when it does not (a remote engine, or Dagster itself in a container); a probe decides
+    once per engine. The container's stdout and stderr are forwarded line by line to the
+    orchestrator's own stdout and stderr (where Dagster captures them as compute logs). The
+    container and everything made for the run are removed after every run, whatever its outcome.
 
     Usable as a Dagster resource::
 
@@ -82,8 +90,14 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             once. Either way its output so far is read and it is removed.
         termination_timeout_seconds: How long a stopped container gets between SIGTERM and
             SIGKILL (also after ``timeout_seconds``).
-        channel: How context and messages travel. Defaults to a bind-mounted temp dir
-            (:class:`PipesDockerMountedChannel`).
+        channel: How context and messages travel. Defaults to
+            :class:`PipesDockerAutoChannel`: mounted where the engine shares our temp dir,
+            streamed elsewhere. :class:`PipesDockerMountedChannel` and
+            :class:`PipesDockerStreamedChannel` pick one explicitly.
+        context_injector: A dagster ``PipesContextInjector`` of your own (instead of
+            ``channel``); without a ``message_reader``, messages come over stderr.
+        message_reader: A dagster ``PipesMessageReader`` of your own (instead of ``channel``);
+            without a ``context_injector``, the context goes inline or is copied in.
         engine: The engine seam; defaults to docker-py (``docker_client``). Meant for tests.
     """
 
@@ -100,6 +114,8 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         forward_termination: bool = True,
         termination_timeout_seconds: float = 20.0,
         channel: PipesDockerChannel | None = None,
+        context_injector: PipesContextInjector | None = None,
+        message_reader: PipesMessageReader | None = None,
         engine: ContainerEngine | None = None,
     ) -> None:
         if pull_policy not in ("if_not_present", "always", "never"):
@@ -118,7 +134,13 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         self._log_dir = log_dir
         self._forward_termination = forward_termination
         self._termination_timeout = termination_timeout_seconds
-        self._channel = channel or PipesDockerMountedChannel()
+        if channel is not None and (context_injector or message_reader):
+            raise ValueError("Pass channel, or context_injector/message_reader, not both.")
+        if context_injector is not None or message_reader is not None:
+            channel = PipesDockerCustomChannel(
+                context_injector=context_injector, message_reader=message_reader
+            )
+        self._channel = channel or PipesDockerAutoChannel()
         self._launcher = ContainerLauncher(
             self._engine, termination_timeout_seconds=termination_timeout_seconds
         )
@@ -199,14 +221,16 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
     ) -> PipesClientCompletedInvocation:
         self._ensure_image(image)
         env_layers = [self._env, pop_environment(options), env]
-        mounts: list[Mount] = []
+        files: list[ContainerFile] = []
         if inject_pipes:
             injected = inject_dagster_pipes(self._engine.image_env(image), env_layers)
             env_layers.append(injected.env)
-            mounts.append(injected.mount)
+            files.extend(injected.files)
         with (
             _legacy_jobs_noted_at_info(context),
-            self._channel.open(warn=context.log.warning) as channel,
+            self._channel.open(
+                engine=self._engine, image=image, warn=context.log.warning
+            ) as channel,
             open_pipes_session(
                 # The op context carries the same run; the asset context's wrappers of it are
                 # deprecated and warn when dagster reads them.
@@ -216,6 +240,9 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 extras=extras,
             ) as session,
         ):
+            context.log.debug(
+                f"[pipes-docker] transport: {channel.transport} ({channel.description})"
+            )
             spec = build_spec(
                 image=image,
                 command=command,
@@ -224,9 +251,11 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 bootstrap_env=session.get_bootstrap_env_vars(),
                 labels=labels_for(context),
                 options=options,
-                mounts=[*channel.mounts, *mounts],
+                mounts=channel.mounts,
+                files=[*channel.container_files(), *files],
             )
-            with self._sinks(spec.name) as (stdout, stderr):
+            with self._sinks(spec.name) as (stdout_sink, stderr_sink):
+                stdout, stderr = channel.route_output(stdout_sink, stderr_sink)
                 outcome = self._launcher.run(
                     spec,
                     stdout=stdout,
@@ -236,7 +265,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                     graceful_stop=self._forward_termination,
                 )
             if outcome.exit.exit_code != 0:
-                tail, tail_stream = output_tail(stdout, stderr, TAIL_LINES)
+                tail, tail_stream = output_tail(stdout_sink, stderr_sink, TAIL_LINES)
                 raise PipesDockerContainerError(
                     image=image,
                     container_id=outcome.container_id,
@@ -247,9 +276,9 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                     tail_stream=tail_stream,
                     engine_error=outcome.exit.error,
                 )
-        return PipesClientCompletedInvocation(
-            session, metadata=self._metadata(image, outcome, spec.name)
-        )
+        metadata = self._metadata(image, outcome, spec.name)
+        metadata["pipes_docker/transport"] = channel.transport
+        return PipesClientCompletedInvocation(session, metadata=metadata)
 
     def remove_orphans(self, *, older_than: timedelta = timedelta(hours=6)) -> list[str]:
         """Remove containers of ours that a crashed or killed orchestrator left behind.

@@ -110,6 +110,10 @@ class LineSink:
                 target.flush()
 
 
+class _Writable(Protocol):
+    def write(self, data: bytes | memoryview) -> None: ...
+
+
 class FrameDemuxer:
     """Splits a multiplexed attach stream into payloads for the sink of each stream id.
 
@@ -117,7 +121,7 @@ class FrameDemuxer:
     Payloads of stream ids without a sink (stdin echo, say) are dropped.
     """
 
-    def __init__(self, sinks: Mapping[int, LineSink]) -> None:
+    def __init__(self, sinks: Mapping[int, _Writable]) -> None:
         self._sinks = dict(sinks)
         self._header = bytearray()
         self._stream_id = 0
@@ -150,7 +154,11 @@ class FrameDemuxer:
         return bool(self._header) or self._remaining > 0
 
 
-def output_tail(stdout: LineSink, stderr: LineSink, count: int) -> tuple[list[str], str]:
+class _HasTail(Protocol):
+    def tail_lines(self, count: int) -> list[str]: ...
+
+
+def output_tail(stdout: _HasTail, stderr: _HasTail, count: int) -> tuple[list[str], str]:
     """The last ``count`` lines of stderr, or of stdout when stderr is empty, and which it was."""
     tail = stderr.tail_lines(count)
     if tail:

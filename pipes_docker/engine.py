@@ -8,8 +8,10 @@ translated into pipes-docker's own. :class:`DockerEngine` implements it with a
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
+import tarfile
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,10 +19,10 @@ from typing import Any, Protocol
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 import urllib3.exceptions
 
-from pipes_docker.channel import Mount
 from pipes_docker.errors import (
     PipesDockerEngineError,
     PipesDockerError,
@@ -32,11 +34,35 @@ from pipes_docker.retry import retry_transient_engine_errors
 __all__ = [
     "ContainerEngine",
     "ContainerExit",
+    "ContainerFile",
     "ContainerSpec",
     "CreatedContainer",
     "DockerEngine",
+    "Mount",
     "OutputStream",
 ]
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path the container sees at ``container_path``."""
+
+    host_path: str
+    container_path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerFile:
+    """A file copied into the container after it is created and before it starts.
+
+    Works on every engine, shared filesystem or not. Parent directories are created as needed,
+    world-readable, owned by root.
+    """
+
+    path: str
+    data: bytes
+    mode: int = 0o644
 
 
 @dataclass(frozen=True)
@@ -55,6 +81,7 @@ class ContainerSpec:
     mounts: Sequence[Mount] = ()
     volumes: Sequence[str] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
+    files: Sequence[ContainerFile] = ()
 
 
 @dataclass(frozen=True)
@@ -99,6 +126,19 @@ class ContainerEngine(Protocol):
     def pull(self, image: str, auth: Mapping[str, str] | None) -> None: ...
 
     def create(self, spec: ContainerSpec) -> CreatedContainer: ...
+
+    def copy_files(self, container_id: str, image: str, files: Sequence[ContainerFile]) -> None:
+        """Copy ``files`` into a created container, before it starts."""
+        ...
+
+    def probe_bind_mount(self, image: str, host_path: str, file_name: str) -> bytes | None:
+        """Read ``host_path/file_name`` as the engine sees it through a bind mount.
+
+        Creates (never starts) a container from ``image`` that bind-mounts ``host_path``, reads
+        the file through it and removes the container. Returns ``None`` when the engine's host
+        has no such path: the engine does not share the caller's filesystem there.
+        """
+        ...
 
     def attach(self, container_id: str) -> OutputStream: ...
 
@@ -254,6 +294,52 @@ class DockerEngine:
         return container
 
     @retry_transient_engine_errors
+    def copy_files(self, container_id: str, image: str, files: Sequence[ContainerFile]) -> None:
+        archive = _tar(files)
+        with self._translate(f"copying files into container {container_id[:12]}"):
+            try:
+                self.client.api.put_archive(container_id, "/", archive)
+            except docker.errors.APIError as exc:
+                if _is_transient_status(exc):
+                    raise
+                paths = ", ".join(f.path for f in files)
+                raise PipesDockerLaunchError(
+                    f"Copying {paths} into container {container_id[:12]} failed:"
+                    f" {_explain(exc)}. A read-only root filesystem cannot take them.",
+                    image=image,
+                    container_id=container_id,
+                ) from exc
+
+    @retry_transient_engine_errors
+    def probe_bind_mount(self, image: str, host_path: str, file_name: str) -> bytes | None:
+        target = "/pipes-docker-probe"
+        with self._translate(f"probing whether the engine sees {host_path}"):
+            try:
+                created = self.client.api.create_container(
+                    image,
+                    command=["true"],
+                    labels={"io.pipes-docker.managed": "true", "io.pipes-docker.probe": "true"},
+                    host_config=self.client.api.create_host_config(
+                        mounts=[docker.types.Mount(target, host_path, type="bind", read_only=True)],
+                        network_mode="none",
+                    ),
+                )
+            except docker.errors.APIError as exc:
+                if _is_missing_bind_source(exc):
+                    return None
+                raise
+            container_id = created["Id"]
+            try:
+                try:
+                    chunks, _ = self.client.api.get_archive(container_id, f"{target}/{file_name}")
+                except docker.errors.NotFound:
+                    return None
+                return _untar_one(b"".join(chunks))
+            finally:
+                with contextlib.suppress(docker.errors.APIError):
+                    self.client.api.remove_container(container_id, force=True, v=True)
+
+    @retry_transient_engine_errors
     def attach(self, container_id: str) -> OutputStream:
         with self._translate(f"attaching to container {container_id[:12]}"):
             raw = self.client.api.attach_socket(
@@ -361,29 +447,76 @@ class _Translate:
 
 
 class _SocketStream:
-    """The raw attach connection, read in large chunks."""
+    """The raw attach connection, read in large chunks.
+
+    docker-py hands back whatever its transport has: a socket (unix, tcp), a ``SocketIO``
+    wrapper around one, an SSL socket (TLS) or a paramiko ``Channel`` (ssh), which has ``recv``
+    but no ``read``. The client's request timeout still applies to the connection; a job may be
+    silent for longer than that, so it is lifted here.
+    """
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
-        self._sock: socket.socket | None = raw if isinstance(raw, socket.socket) else None
+        self._sock: Any = raw if hasattr(raw, "recv") else getattr(raw, "_sock", None)
+        for conn in (raw, self._sock):
+            settimeout = getattr(conn, "settimeout", None)
+            if settimeout is not None:
+                settimeout(None)
 
     def read(self, size: int) -> bytes:
-        if self._sock is not None:
-            return self._sock.recv(size)
-        data: bytes | None = self._raw.read(size)
+        if hasattr(self._raw, "recv"):
+            data: bytes | None = self._raw.recv(size)
+        else:
+            data = self._raw.read(size)
         return data or b""
 
     def close(self) -> None:
         # shutdown() wakes a reader blocked in another thread; closing the SocketIO wrapper alone
         # would leave the real socket open.
-        sock = self._sock or getattr(self._raw, "_sock", None)
+        sock = self._sock
         if sock is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, EOFError):
                 sock.shutdown(socket.SHUT_RDWR)
         for closable in (self._raw, sock):
             if closable is not None:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, EOFError):
                     closable.close()
+
+
+def _tar(files: Sequence[ContainerFile]) -> bytes:
+    """A tar of ``files`` with their parent directories, to be extracted at ``/``."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        directories: set[str] = set()
+        for file in files:
+            parts = file.path.strip("/").split("/")
+            for depth in range(1, len(parts)):
+                directory = "/".join(parts[:depth])
+                if directory not in directories:
+                    directories.add(directory)
+                    info = tarfile.TarInfo(directory)
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    archive.addfile(info)
+            info = tarfile.TarInfo("/".join(parts))
+            info.size, info.mode = len(file.data), file.mode
+            archive.addfile(info, io.BytesIO(file.data))
+    return buffer.getvalue()
+
+
+def _untar_one(data: bytes) -> bytes | None:
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        for member in archive:
+            if member.isfile():
+                extracted = archive.extractfile(member)
+                return extracted.read() if extracted is not None else None
+    return None
+
+
+def _is_missing_bind_source(exc: docker.errors.APIError) -> bool:
+    # Docker: 400 'invalid mount config for type "bind": bind source path does not exist'.
+    # Podman: 'statfs ...: no such file or directory'.
+    text = _explain(exc).lower()
+    return "does not exist" in text or "no such file or directory" in text
 
 
 def _created(container: Any) -> CreatedContainer:

@@ -15,12 +15,14 @@ from collections.abc import Sequence
 from dagster._core.errors import DagsterPipesExecutionError
 
 __all__ = [
+    "PipesDockerChannelError",
     "PipesDockerContainerError",
     "PipesDockerEngineError",
     "PipesDockerError",
     "PipesDockerImageError",
     "PipesDockerInterrupted",
     "PipesDockerLaunchError",
+    "PipesDockerOutputError",
     "PipesDockerTimeoutError",
 ]
 
@@ -39,6 +41,18 @@ class PipesDockerEngineError(PipesDockerError):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class PipesDockerChannelError(PipesDockerError):
+    """The Pipes channel cannot work with this engine (it does not see the orchestrator's files)."""
+
+
+class PipesDockerOutputError(PipesDockerError):
+    """Reading the container's output or its messages failed; what it wrote may be incomplete.
+
+    Raised instead of reporting success, so that lost output or messages never pass silently.
+    The cause is chained.
+    """
 
 
 class PipesDockerInterrupted(KeyboardInterrupt):

@@ -6,11 +6,14 @@ The launcher owns the order of operations and the guarantees around them:
 * stdout and stderr are pumped on a background thread while the main thread waits, so a signal
   delivered to the orchestrator interrupts the wait promptly;
 * whatever happens (a failed start, a timeout, an interruption), the container is stopped if it
-  still runs, its remaining output is drained, and it is removed.
+  still runs, its remaining output is drained, and it is removed;
+* a pump that dies (the transport broke, a sink raised) fails the run with its cause: output
+  that was lost never passes as a success.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -18,10 +21,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from pipes_docker.demux import STDERR, STDOUT, TAIL_LINES, FrameDemuxer, LineSink, output_tail
+from pipes_docker.demux import STDERR, STDOUT, TAIL_LINES, FrameDemuxer, output_tail
 from pipes_docker.engine import ContainerEngine, ContainerExit, ContainerSpec, OutputStream
-from pipes_docker.errors import PipesDockerError, PipesDockerTimeoutError, describe_timeout
+from pipes_docker.errors import (
+    PipesDockerError,
+    PipesDockerOutputError,
+    PipesDockerTimeoutError,
+    describe_timeout,
+)
 from pipes_docker.interrupts import deferred_signals
+from pipes_docker.messages import ByteSink
 
 __all__ = ["ContainerLauncher", "ContainerOutcome"]
 
@@ -79,8 +88,8 @@ class ContainerLauncher:
         self,
         spec: ContainerSpec,
         *,
-        stdout: LineSink,
-        stderr: LineSink,
+        stdout: ByteSink,
+        stderr: ByteSink,
         timeout_seconds: float | None = None,
         on_interrupt: Callable[[BaseException], None] | None = None,
         graceful_stop: bool = True,
@@ -103,6 +112,8 @@ class ContainerLauncher:
         try:
             created = self._engine.create(spec)
             container_id, phase = created.id, _Phase.CREATED
+            if spec.files:
+                self._engine.copy_files(container_id, spec.image, spec.files)
             stream = self._engine.attach(container_id)
             pump = _Pump(stream, stdout, stderr, multiplexed=not created.tty)
             self._engine.start(container_id, spec.image)
@@ -129,6 +140,7 @@ class ContainerLauncher:
             phase = _Phase.EXITED
             duration = time.monotonic() - started
             pump.finish(self._drain_timeout)
+            pump.raise_failure(container_id, spec.image)
             return ContainerOutcome(container_id, spec.name, created.image_id, exit_, duration)
         except BaseException as exc:
             if phase is _Phase.RUNNING and pump is not None:
@@ -189,11 +201,12 @@ class _Pump:
     """Reads the attach stream on a thread and feeds the sinks until the stream ends."""
 
     def __init__(
-        self, stream: OutputStream, stdout: LineSink, stderr: LineSink, *, multiplexed: bool
+        self, stream: OutputStream, stdout: ByteSink, stderr: ByteSink, *, multiplexed: bool
     ) -> None:
         self._stream = stream
         self._closing = False
-        self._sinks: Mapping[int, LineSink] = {STDOUT: stdout, STDERR: stderr}
+        self._failure: BaseException | None = None
+        self._sinks: Mapping[int, ByteSink] = {STDOUT: stdout, STDERR: stderr}
         # With a TTY the engine merges both streams into one unframed stdout stream.
         self._feed = FrameDemuxer(self._sinks).feed if multiplexed else stdout.write
         self._thread = threading.Thread(target=self._run, name="pipes-docker-output", daemon=True)
@@ -201,14 +214,23 @@ class _Pump:
 
     def _run(self) -> None:
         try:
-            while chunk := self._stream.read(_CHUNK_SIZE):
-                self._feed(chunk)
-        except (OSError, ValueError):
+            self._pump(self._feed)
+        except BaseException as exc:
             if not self._closing:
-                logger.warning("Reading the container's output failed", exc_info=True)
+                self._failure = exc
+                # Keep reading, so a container writing to a full pipe does not block forever.
+                with contextlib.suppress(BaseException):
+                    self._pump(lambda chunk: None)
         finally:
             for sink in self._sinks.values():
-                sink.close()
+                try:
+                    sink.close()
+                except BaseException as exc:
+                    self._failure = self._failure or exc
+
+    def _pump(self, feed: Callable[[bytes], None]) -> None:
+        while chunk := self._stream.read(_CHUNK_SIZE):
+            feed(chunk)
 
     def abort(self) -> None:
         """Cut the stream off now; what has not arrived is lost."""
@@ -225,3 +247,14 @@ class _Pump:
                 timeout,
             )
         self.abort()
+
+    def raise_failure(self, container_id: str, image: str) -> None:
+        """Raise if reading or handling the output failed before the stream ended."""
+        if self._failure is None:
+            return
+        exc = self._failure
+        raise PipesDockerOutputError(
+            f"Reading the output of container {container_id[:12]} (image {image!r}) failed:"
+            f" {type(exc).__name__}: {exc}. Output and Pipes messages after that point were"
+            " lost, so the run is failed rather than reported as a success."
+        ) from exc

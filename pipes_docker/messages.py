@@ -4,16 +4,26 @@ The stream arrives in chunks that know nothing of lines. Only complete lines are
 message still being written is never read half-way. A line that is not a Pipes message, or a
 message the handler rejects, is reported through ``on_problem`` and skipped: one bad line must
 never cost the messages after it.
+
+:class:`MessageTap` does the same for a stream that carries messages *and* a program's own
+output (a container's stderr when no shared filesystem is available): it picks out the lines that
+are Pipes messages and passes everything else through, byte for byte, to the output's sink.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-__all__ = ["KNOWN_METHODS", "MessageLineParser"]
+__all__ = [
+    "KNOWN_METHODS",
+    "MessageDispatcher",
+    "MessageLineParser",
+    "MessageTap",
+    "decode_message",
+]
 
 PIPES_VERSION_KEY = "__dagster_pipes_version"
 
@@ -31,6 +41,66 @@ KNOWN_METHODS = frozenset(
 
 _PREVIEW_CHARS = 200
 
+# How dagster-pipes' writer starts every message line (the version key comes first). Searching for
+# it, rather than only looking at line starts, also finds a message written right after a user's
+# unfinished line ("progress: " + message).
+MESSAGE_START = b'{"' + PIPES_VERSION_KEY.encode() + b'"'
+# A message line longer than this is not held in memory: it is passed on as output.
+MAX_MESSAGE_BYTES = 512 << 20
+
+
+def decode_message(line: bytes) -> tuple[Mapping[str, Any] | None, str | None]:
+    """``(message, None)`` for a Pipes message line, else ``(None, why it is not one)``."""
+    try:
+        message = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return None, f"is not valid JSON ({exc})"
+    if not (
+        isinstance(message, dict)
+        and PIPES_VERSION_KEY in message
+        and isinstance(message.get("method"), str)
+    ):
+        return None, (
+            f"is JSON but not a Pipes message (it needs '{PIPES_VERSION_KEY}' and 'method')"
+        )
+    return message, None
+
+
+class MessageDispatcher:
+    """Hands decoded messages to ``on_message``; unknown methods and rejections are problems.
+
+    Args:
+        on_message: Called with each message, in order.
+        on_problem: Called with a human-readable description of each message that was skipped.
+    """
+
+    def __init__(
+        self,
+        on_message: Callable[[Mapping[str, Any]], None],
+        on_problem: Callable[[str], None],
+    ) -> None:
+        self._on_message = on_message
+        self._on_problem = on_problem
+        self.messages_handled = 0
+
+    def dispatch(self, message: Mapping[str, Any], where: str) -> None:
+        method = message["method"]
+        if method not in KNOWN_METHODS:
+            self._on_problem(
+                f"{where} has unknown method {method!r}; skipped it."
+                " Is the container's dagster-pipes newer than the orchestrator's?"
+            )
+            return
+        try:
+            self._on_message(message)
+        except Exception as exc:
+            self._on_problem(
+                f"message {method!r} on {where} was rejected by the Pipes handler"
+                f" ({type(exc).__name__}: {exc}); skipped it."
+            )
+            return
+        self.messages_handled += 1
+
 
 class MessageLineParser:
     """Splits chunks into lines and hands each well-formed Pipes message to ``on_message``.
@@ -45,11 +115,14 @@ class MessageLineParser:
         on_message: Callable[[Mapping[str, Any]], None],
         on_problem: Callable[[str], None],
     ) -> None:
-        self._on_message = on_message
+        self._dispatcher = MessageDispatcher(on_message, on_problem)
         self._on_problem = on_problem
         self._partial = bytearray()
         self.line_number = 0
-        self.messages_handled = 0
+
+    @property
+    def messages_handled(self) -> int:
+        return self._dispatcher.messages_handled
 
     def feed(self, chunk: bytes) -> None:
         if b"\n" not in chunk:
@@ -79,41 +152,127 @@ class MessageLineParser:
         self.line_number += 1
         if not line.strip():
             return
-        try:
-            message = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+        message, problem = decode_message(line)
+        if message is None:
             self._on_problem(
-                f"line {self.line_number} of the message stream is not valid JSON ({exc});"
-                f" skipped it. It starts with: {_preview(line)}"
-            )
-            return
-        if not (
-            isinstance(message, dict)
-            and PIPES_VERSION_KEY in message
-            and isinstance(message.get("method"), str)
-        ):
-            self._on_problem(
-                f"line {self.line_number} of the message stream is JSON but not a Pipes message"
-                f" (it needs '{PIPES_VERSION_KEY}' and 'method'); skipped it."
+                f"line {self.line_number} of the message stream {problem}; skipped it."
                 f" It starts with: {_preview(line)}"
             )
             return
-        method = message["method"]
-        if method not in KNOWN_METHODS:
-            self._on_problem(
-                f"line {self.line_number} of the message stream has unknown method {method!r};"
-                " skipped it. Is the container's dagster-pipes newer than the orchestrator's?"
-            )
+        self._dispatcher.dispatch(message, f"line {self.line_number} of the message stream")
+
+
+class ByteSink(Protocol):
+    """Where a tap sends the output that is not a message."""
+
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def close(self) -> None: ...
+
+    def tail_lines(self, count: int) -> list[str]: ...
+
+
+class MessageTap:
+    """Splits one output stream into Pipes messages and the program's own output.
+
+    A line is taken as a message when it holds dagster-pipes' message start and, from there to
+    the newline, decodes as a Pipes message; whatever came before the start on that line stays
+    output. Every other byte goes to ``output`` unchanged, in order, as it arrives: a user's
+    JSON line, a 100 KB line or invalid UTF-8 stays output. Only a line that looks like a
+    message is held in memory until its newline (up to ``MAX_MESSAGE_BYTES``).
+
+    Feed it chunks with :meth:`write` and end it with :meth:`close`; both run on one thread.
+
+    Args:
+        output: Receives everything that is not a message.
+        dispatcher: Receives each message, in order.
+        on_problem: Called with a description of each message-like line that was not one.
+        stream: The stream's name, for problem descriptions.
+    """
+
+    def __init__(
+        self,
+        output: ByteSink,
+        dispatcher: MessageDispatcher,
+        on_problem: Callable[[str], None],
+        *,
+        stream: str,
+    ) -> None:
+        self._output = output
+        self._dispatcher = dispatcher
+        self._on_problem = on_problem
+        self._stream = stream
+        self._carry = b""  # output bytes held back: they may begin a message start
+        self._message: bytearray | None = None  # a message-like line being collected
+
+    def write(self, data: bytes | memoryview) -> None:
+        data = bytes(data)
+        while data:
+            in_message = self._message is not None
+            data = self._collect(data) if in_message else self._pass_output(data)
+
+    def close(self) -> None:
+        if self._message is not None:
+            # The writer ended without a newline: a message that decodes still counts.
+            self._end_line(bytes(self._message), newline=b"")
+        elif self._carry:
+            self._output.write(self._carry)
+        self._carry = b""
+        self._output.close()
+
+    def tail_lines(self, count: int) -> list[str]:
+        return self._output.tail_lines(count)
+
+    def _pass_output(self, data: bytes) -> bytes:
+        """Send output on until a message start; return what follows it, if any."""
+        text = self._carry + data
+        start = text.find(MESSAGE_START)
+        if start < 0:
+            # Hold back a tail that could be the first bytes of a start cut by the chunking.
+            keep = min(len(MESSAGE_START) - 1, len(text) - text.rfind(b"\n") - 1)
+            cut = len(text) - keep
+            if cut:
+                self._output.write(text[:cut])
+            self._carry = text[cut:]
+            return b""
+        if start:
+            self._output.write(text[:start])
+        self._carry = b""
+        self._message = bytearray()
+        return text[start:]
+
+    def _collect(self, data: bytes) -> bytes:
+        """Add to the message-like line; at its newline decide what it was."""
+        assert self._message is not None
+        end = data.find(b"\n")
+        if end < 0:
+            self._message += data
+            if len(self._message) > MAX_MESSAGE_BYTES:
+                self._on_problem(
+                    f"a line on {self._stream} that starts like a Pipes message is longer than"
+                    f" {MAX_MESSAGE_BYTES >> 20} MiB; passed it on as output."
+                )
+                self._output.write(bytes(self._message))
+                self._message = None
+                self._carry = b""
+            return b""
+        self._message += data[:end]
+        line, self._message = bytes(self._message), None
+        self._end_line(line, newline=b"\n")
+        return data[end + 1 :]
+
+    def _end_line(self, line: bytes, *, newline: bytes) -> None:
+        self._message = None
+        message, problem = decode_message(line)
+        if message is not None:
+            self._dispatcher.dispatch(message, f"a message line on {self._stream}")
             return
-        try:
-            self._on_message(message)
-        except Exception as exc:
+        if problem and problem.startswith("is not valid JSON"):
             self._on_problem(
-                f"message {method!r} on line {self.line_number} of the message stream was"
-                f" rejected by the Pipes handler ({type(exc).__name__}: {exc}); skipped it."
+                f"a line on {self._stream} starts like a Pipes message but {problem};"
+                f" passed it on as output. It starts with: {_preview(line)}"
             )
-            return
-        self.messages_handled += 1
+        self._output.write(line + newline)
 
 
 def _preview(line: bytes) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 from dagster import PipesMessageReader
 from dagster_pipes import PipesMessage, PipesParams
 
+from pipes_docker.errors import PipesDockerOutputError
 from pipes_docker.messages import MessageLineParser
 
 if TYPE_CHECKING:
@@ -52,9 +52,10 @@ class PipesDockerFileMessageReader(PipesMessageReader):
     @contextmanager
     def read_messages(self, handler: PipesMessageHandler) -> Iterator[PipesParams]:
         stop = threading.Event()
+        failures: list[BaseException] = []
         thread = threading.Thread(
             target=self._tail,
-            args=(handler, stop),
+            args=(handler, stop, failures),
             name="pipes-docker-messages",
             daemon=True,
         )
@@ -64,8 +65,17 @@ class PipesDockerFileMessageReader(PipesMessageReader):
         finally:
             stop.set()
             thread.join()
+        if failures:
+            # A reader that died has lost every message after it: never pass that silently.
+            raise PipesDockerOutputError(
+                f"Reading Pipes messages from {self._host_path} failed:"
+                f" {type(failures[0]).__name__}: {failures[0]}. Messages after that point were"
+                " not delivered."
+            ) from failures[0]
 
-    def _tail(self, handler: PipesMessageHandler, stop: threading.Event) -> None:
+    def _tail(
+        self, handler: PipesMessageHandler, stop: threading.Event, failures: list[BaseException]
+    ) -> None:
         def deliver(message: Any) -> None:
             handler.handle_message(cast(PipesMessage, message))
 
@@ -87,8 +97,8 @@ class PipesDockerFileMessageReader(PipesMessageReader):
                     else:
                         stop.wait(self._poll_interval)
             parser.finish()
-        except Exception:
-            handler.report_pipes_framework_exception("PipesDockerFileMessageReader", sys.exc_info())
+        except BaseException as exc:
+            failures.append(exc)
 
     def _wait_for_file(self, stop: threading.Event) -> Any:
         while True:

@@ -17,9 +17,8 @@ from typing import Any
 
 from dagster import AssetExecutionContext, OpExecutionContext
 
-from pipes_docker.channel import Mount
-from pipes_docker.engine import ContainerSpec
-from pipes_docker.vendor import installed_dagster_pipes_dir
+from pipes_docker.engine import ContainerFile, ContainerSpec, Mount
+from pipes_docker.vendor import installed_dagster_pipes_dir, package_files
 
 __all__ = [
     "HOST_LABEL",
@@ -59,15 +58,16 @@ _RESERVED_KWARGS = frozenset(
 @dataclass(frozen=True)
 class Injection:
     env: Mapping[str, str]
-    mount: Mount
+    files: Sequence[ContainerFile]
 
 
 def inject_dagster_pipes(
     image_env: Mapping[str, str], env_layers: Sequence[Mapping[str, str]]
 ) -> Injection:
-    """Mount the installed dagster_pipes read-only and put it first on PYTHONPATH.
+    """Copy the installed dagster_pipes into the container and put it first on PYTHONPATH.
 
-    The PYTHONPATH already in force (the user's env, else the image's) is kept after ours.
+    Copied, not bind-mounted, so injection works on engines that do not share our files. The
+    PYTHONPATH already in force (the user's env, else the image's) is kept after ours.
     """
     pythonpath = image_env.get("PYTHONPATH", "")
     for layer in env_layers:
@@ -75,7 +75,10 @@ def inject_dagster_pipes(
     package = installed_dagster_pipes_dir()
     return Injection(
         env={"PYTHONPATH": ":".join(p for p in (INJECT_PATH, pythonpath) if p)},
-        mount=Mount(str(package), f"{INJECT_PATH}/{package.name}", read_only=True),
+        files=[
+            ContainerFile(f"{INJECT_PATH}/{package.name}/{path.name}", path.read_bytes())
+            for path in package_files(package)
+        ],
     )
 
 
@@ -150,6 +153,7 @@ def build_spec(
     labels: Mapping[str, str],
     options: dict[str, Any],
     mounts: Sequence[Mount],
+    files: Sequence[ContainerFile] = (),
 ) -> ContainerSpec:
     env: dict[str, str] = {}
     for layer in env_layers:
@@ -171,6 +175,7 @@ def build_spec(
         mounts=list(mounts),
         volumes=volumes,
         options=options,
+        files=list(files),
     )
 
 

@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["installed_dagster_pipes_dir", "vendor_dagster_pipes"]
+__all__ = ["installed_dagster_pipes_dir", "package_files", "vendor_dagster_pipes"]
 
 PACKAGE = "dagster_pipes"
 
@@ -23,6 +23,15 @@ def installed_dagster_pipes_dir() -> Path:
     if spec is None or spec.origin is None:
         raise RuntimeError("dagster-pipes is not installed in this environment")
     return Path(spec.origin).parent
+
+
+def package_files(package: Path) -> list[Path]:
+    """The package's source files: modules and ``py.typed``, no bytecode caches."""
+    return [
+        entry
+        for entry in sorted(package.iterdir())
+        if entry.is_file() and (entry.suffix == ".py" or entry.name == "py.typed")
+    ]
 
 
 def vendor_dagster_pipes(destination: str | os.PathLike[str]) -> Path:
@@ -40,7 +49,6 @@ def vendor_dagster_pipes(destination: str | os.PathLike[str]) -> Path:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    for entry in sorted(source.iterdir()):
-        if entry.is_file() and (entry.suffix == ".py" or entry.name == "py.typed"):
-            shutil.copy2(entry, target / entry.name)
+    for entry in package_files(source):
+        shutil.copy2(entry, target / entry.name)
     return target

@@ -4,7 +4,8 @@ Each container is played by a Python callable, its *behaviour*, run on a thread 
 
     def behaviour(spec: ContainerSpec, box: FakeContainer) -> int | ContainerExit: ...
 
-``box`` translates container paths to host paths through the spec's mounts, writes to stdout and
+``box`` translates container paths to host paths through the spec's mounts, reads files copied
+into the container (``copy_files``) or mounted into it, writes to stdout and
 stderr (framed exactly as the Docker engine multiplexes them, and read back in random chunk sizes
 so the demuxer sees headers and payloads cut anywhere), and tells the behaviour when it has been
 asked to stop. A behaviour that raises ends its container with exit code 1 and its traceback on
@@ -14,6 +15,7 @@ stderr; the exception is kept in ``engine.behaviour_errors``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import threading
 import time
@@ -24,7 +26,9 @@ from typing import Any
 
 import docker.utils
 
-from pipes_docker.engine import ContainerExit, ContainerSpec, CreatedContainer
+from pipes_docker.engine import ContainerExit, ContainerFile, ContainerSpec, CreatedContainer
+
+_engine_numbers = itertools.count(1)
 
 Behaviour = Callable[[ContainerSpec, "FakeContainer"], "int | ContainerExit"]
 
@@ -97,6 +101,8 @@ class FakeContainer:
     exit: ContainerExit | None = None
     removed: bool = False
     created: float = field(default_factory=time.time)
+    files: dict[str, bytes] = field(default_factory=dict)
+    to_local: Callable[[str], str] = lambda path: path
     thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -109,8 +115,15 @@ class FakeContainer:
         for mount in self.spec.mounts:
             root = mount.container_path.rstrip("/")
             if container_path == root or container_path.startswith(root + "/"):
-                return mount.host_path + container_path[len(root) :]
+                return self.to_local(mount.host_path) + container_path[len(root) :]
         raise AssertionError(f"{container_path} is not under any mount of {self.spec.mounts}")
+
+    def read_file(self, container_path: str) -> bytes:
+        """A file in the container: copied in before start, or seen through a mount."""
+        if container_path in self.files:
+            return self.files[container_path]
+        with open(self.host_path(container_path), "rb") as file:
+            return file.read()
 
     @property
     def tty(self) -> bool:
@@ -154,9 +167,12 @@ class FakeEngine:
         image_env: The environment every image's config sets (its Dockerfile ``ENV``).
         create_error, start_error, pull_error: Raised by that operation when set.
         seed: Seeds the random chunk sizes of the attach streams.
+        shares_filesystem: Whether the engine sees this process's files (a local engine) or
+            none of them (a remote one): bind mounts and the probe behave accordingly.
+        host_root: With ``shares_filesystem``, ``(engine_path, local_path)``: the engine's host
+            names the local dir ``local_path`` as ``engine_path`` (an orchestrator in a
+            container); paths outside it do not exist for the engine.
     """
-
-    address = "fake://engine"
 
     def __init__(
         self,
@@ -168,6 +184,8 @@ class FakeEngine:
         start_error: BaseException | None = None,
         pull_error: BaseException | None = None,
         seed: int = 0,
+        shares_filesystem: bool = True,
+        host_root: tuple[str, str] | None = None,
     ) -> None:
         self.behaviour = behaviour or exits_with(0)
         self.images_present = image_present
@@ -178,6 +196,11 @@ class FakeEngine:
         self.calls: list[tuple[str, str]] = []
         self.containers: dict[str, FakeContainer] = {}
         self.behaviour_errors: list[BaseException] = []
+        # Unique per engine: probe results are cached per engine address.
+        self.address = f"fake://engine-{next(_engine_numbers)}"
+        self.shares_filesystem = shares_filesystem
+        self.host_root = host_root
+        self.probes = 0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
 
@@ -224,10 +247,42 @@ class FakeEngine:
         self._record("create", spec.image)
         if self.create_error is not None:
             raise self.create_error
+        for mount in spec.mounts:
+            if self.to_local(mount.host_path) is None:
+                raise AssertionError(f"the engine has no path {mount.host_path}")
         cid = hashlib.sha256(f"container {len(self.containers)}".encode()).hexdigest()
         container = FakeContainer(cid, spec, self.behaviour, FakeStream(self._rng))
+        container.to_local = lambda path: self.to_local(path) or path
         self.containers[cid] = container
         return CreatedContainer(id=cid, image_id=f"sha256:{'ab' * 32}", tty=container.tty)
+
+    def to_local(self, engine_path: str) -> str | None:
+        """The local path the engine means by ``engine_path``; ``None`` if it has none."""
+        if not self.shares_filesystem:
+            return None
+        if self.host_root is None:
+            return engine_path
+        engine_root, local_root = self.host_root
+        if engine_path == engine_root or engine_path.startswith(engine_root + "/"):
+            return local_root + engine_path[len(engine_root) :]
+        return None
+
+    def copy_files(self, container_id: str, image: str, files: Sequence[ContainerFile]) -> None:
+        self._record("copy_files", container_id)
+        for file in files:
+            self.containers[container_id].files[file.path] = file.data
+
+    def probe_bind_mount(self, image: str, host_path: str, file_name: str) -> bytes | None:
+        self._record("probe_bind_mount", host_path)
+        self.probes += 1
+        local = self.to_local(host_path)
+        if local is None:
+            return None
+        try:
+            with open(f"{local}/{file_name}", "rb") as file:
+                return file.read()
+        except FileNotFoundError:
+            return None
 
     def attach(self, container_id: str) -> FakeStream:
         self._record("attach", container_id)

@@ -11,7 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from pipes_docker.channel import OpenChannel, PipesDockerMountedChannel
+from pipes_docker.channels import OpenChannel, PipesDockerMountedChannel
+
+from .fakes import FakeEngine
 
 
 @pytest.fixture(autouse=True)
@@ -40,13 +42,14 @@ class NullHandler:
         pass
 
 
+IMAGE = "job:1"
 CONTEXT: Any = {"asset_keys": ["a"], "run_id": "r1", "extras": {"k": "v"}}
 
 
 def test_dirs_and_messages_file_have_explicit_modes(tmp_path: Path) -> None:
     channel = PipesDockerMountedChannel(temp_dir_root=str(tmp_path))
 
-    with channel.open(warn=print) as opened:
+    with channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as opened:
         io_dir = opened.mounts[0].host_path
         assert mode(root_of(opened)) == 0o700
         assert mode(io_dir) == 0o777
@@ -57,7 +60,7 @@ def test_dirs_and_messages_file_have_explicit_modes(tmp_path: Path) -> None:
 def test_context_file_is_world_readable_json(tmp_path: Path) -> None:
     channel = PipesDockerMountedChannel(temp_dir_root=str(tmp_path))
 
-    with channel.open(warn=print) as opened, opened.context_injector.inject_context(CONTEXT):
+    with channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as opened, opened.context_injector.inject_context(CONTEXT):
         path = os.path.join(opened.mounts[0].host_path, "context.json")
         assert mode(path) == 0o644
         assert orjson.loads(Path(path).read_bytes()) == CONTEXT
@@ -66,7 +69,7 @@ def test_context_file_is_world_readable_json(tmp_path: Path) -> None:
 def test_mount_is_the_io_dir_at_mount_path(tmp_path: Path) -> None:
     channel = PipesDockerMountedChannel(temp_dir_root=str(tmp_path), mount_path="/pipes/io/")
 
-    with channel.open(warn=print) as opened:
+    with channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as opened:
         [mount] = opened.mounts
         assert mount.container_path == "/pipes/io"
         assert not mount.read_only
@@ -76,7 +79,7 @@ def test_mount_is_the_io_dir_at_mount_path(tmp_path: Path) -> None:
 def test_bootstrap_params_point_at_container_paths(tmp_path: Path) -> None:
     channel = PipesDockerMountedChannel(temp_dir_root=str(tmp_path))
 
-    with channel.open(warn=print) as opened:
+    with channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as opened:
         with opened.context_injector.inject_context(CONTEXT) as context_params:
             assert context_params == {"path": "/dagster-pipes/context.json"}
         with opened.message_reader.read_messages(NullHandler()) as message_params:  # type: ignore[arg-type]
@@ -87,7 +90,7 @@ def test_bootstrap_params_point_at_container_paths(tmp_path: Path) -> None:
 def test_everything_is_removed_after_the_run(tmp_path: Path) -> None:
     channel = PipesDockerMountedChannel(temp_dir_root=str(tmp_path))
 
-    with channel.open(warn=print) as opened:
+    with channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as opened:
         root = root_of(opened)
         io_dir = Path(opened.mounts[0].host_path)
         with opened.context_injector.inject_context(CONTEXT):
@@ -104,7 +107,7 @@ def test_everything_is_removed_after_the_run(tmp_path: Path) -> None:
 def test_everything_is_removed_when_the_run_fails(tmp_path: Path) -> None:
     channel = PipesDockerMountedChannel(temp_dir_root=str(tmp_path))
 
-    with pytest.raises(RuntimeError, match="boom"), channel.open(warn=print) as opened:
+    with pytest.raises(RuntimeError, match="boom"), channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as opened:
         root = root_of(opened)
         raise RuntimeError("boom")
 
@@ -115,7 +118,7 @@ def test_everything_is_removed_when_the_run_fails(tmp_path: Path) -> None:
 def test_concurrent_runs_get_separate_dirs(tmp_path: Path) -> None:
     channel = PipesDockerMountedChannel(temp_dir_root=str(tmp_path))
 
-    with channel.open(warn=print) as first, channel.open(warn=print) as second:
+    with channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as first, channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as second:
         assert first.mounts[0].host_path != second.mounts[0].host_path
 
     assert list(tmp_path.iterdir()) == []
@@ -129,7 +132,7 @@ def test_relative_mount_path_is_rejected() -> None:
 def test_injector_debug_text_names_both_paths(tmp_path: Path) -> None:
     channel = PipesDockerMountedChannel(temp_dir_root=str(tmp_path))
 
-    with channel.open(warn=print) as opened:
+    with channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as opened:
         text = opened.context_injector.no_messages_debug_text()
         assert opened.mounts[0].host_path in text
         assert "/dagster-pipes/context.json" in text

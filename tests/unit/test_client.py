@@ -49,18 +49,23 @@ IMAGE = "registry.example/team/job:1.2"
 
 
 def pipes_context(box: FakeContainer) -> dict[str, Any]:
-    """Decode DAGSTER_PIPES_CONTEXT and read the context file it points at."""
+    """Decode DAGSTER_PIPES_CONTEXT: the context inline, or in the file it points at."""
     params = decode_param(box.env["DAGSTER_PIPES_CONTEXT"])
-    return orjson.loads(Path(box.host_path(params["path"])).read_bytes())  # type: ignore[no-any-return]
+    if "data" in params:
+        return params["data"]  # type: ignore[no-any-return]
+    return orjson.loads(box.read_file(params["path"]))  # type: ignore[no-any-return]
 
 
 def send(box: FakeContainer, *messages: tuple[str, Mapping[str, Any]], raw: bytes = b"") -> None:
-    """Append messages (and optionally raw bytes first) to the file DAGSTER_PIPES_MESSAGES names."""
+    """Write messages (and optionally raw bytes first) where DAGSTER_PIPES_MESSAGES says."""
     params = decode_param(box.env["DAGSTER_PIPES_MESSAGES"])
     lines = b"".join(
         orjson.dumps({"__dagster_pipes_version": "0.1", "method": method, "params": body}) + b"\n"
         for method, body in messages
     )
+    if params.get("stdio") == "stderr":
+        box.stderr(raw + lines)
+        return
     with open(box.host_path(params["path"]), "ab") as file:
         file.write(raw + lines)
 
@@ -284,7 +289,16 @@ def test_output_is_attached_before_the_container_starts(
 
     run_asset(client_for(engine))
 
-    assert engine.ops() == ["image_present", "create", "attach", "start", "wait", "remove"]
+    # The probe (is the temp dir shared?) runs once per engine, before the first create.
+    assert engine.ops() == [
+        "image_present",
+        "probe_bind_mount",
+        "create",
+        "attach",
+        "start",
+        "wait",
+        "remove",
+    ]
 
 
 def test_stdout_and_stderr_land_on_the_matching_process_streams(
@@ -361,9 +375,9 @@ def test_job_that_does_not_speak_pipes_succeeds_without_a_warning(
     assert any("did not receive any messages" in message for message in infos)
 
 
-def injected_file(box: FakeContainer, name: str) -> Path:
+def injected_file(box: FakeContainer, name: str) -> bytes:
     first = box.env["PYTHONPATH"].split(":")[0]
-    return Path(box.host_path(f"{first}/dagster_pipes/{name}"))
+    return box.read_file(f"{first}/dagster_pipes/{name}")
 
 
 @pytest.mark.parametrize(
@@ -381,7 +395,7 @@ def test_inject_pipes_puts_the_installed_dagster_pipes_first_on_pythonpath(
 
     def record(box: FakeContainer) -> None:
         seen["pythonpath"] = box.env["PYTHONPATH"]
-        seen["init"] = injected_file(box, "__init__.py").read_bytes()
+        seen["init"] = injected_file(box, "__init__.py")
 
     engine = FakeEngine(
         pipes_job(before=record),
@@ -395,8 +409,9 @@ def test_inject_pipes_puts_the_installed_dagster_pipes_first_on_pythonpath(
     entries = seen["pythonpath"].split(":")
     assert ":".join(entries[1:]) == (kept or "")
     assert seen["init"] == Path(dagster_pipes.__file__).read_bytes()
-    injected = [m for m in engine.only.spec.mounts if m.container_path.startswith(entries[0])]
-    assert [m.read_only for m in injected] == [True]
+    # Copied in before start, not bind-mounted: injection works on remote engines too.
+    assert not [m for m in engine.only.spec.mounts if m.container_path.startswith(entries[0])]
+    assert "copy_files" in engine.ops()
 
 
 def test_without_inject_pipes_the_image_is_left_as_it_is(
@@ -525,7 +540,14 @@ def test_start_failure_raises_launch_error_and_removes_the_container(
     with pytest.raises(PipesDockerLaunchError, match="port is already allocated"):
         run_asset(client_for(engine))
 
-    assert engine.ops() == ["image_present", "create", "attach", "start", "remove"]
+    assert engine.ops() == [
+        "image_present",
+        "probe_bind_mount",
+        "create",
+        "attach",
+        "start",
+        "remove",
+    ]
     assert engine.live_containers() == []
 
 
@@ -540,7 +562,7 @@ def test_create_failure_raises_launch_error_and_leaves_nothing(
     with pytest.raises(PipesDockerLaunchError, match="no such network"):
         run_asset(client_for(engine))
 
-    assert engine.ops() == ["image_present", "create"]
+    assert engine.ops() == ["image_present", "probe_bind_mount", "create"]
 
 
 def test_timeout_stops_and_removes_the_container(
@@ -628,7 +650,7 @@ def test_missing_image_is_pulled_before_create(
     result = run_asset(client_for(engine))
 
     assert result.success
-    assert engine.ops()[:3] == ["image_present", "pull", "create"]
+    assert engine.ops()[:4] == ["image_present", "pull", "probe_bind_mount", "create"]
 
 
 def test_pull_policy_always_pulls_a_present_image(
@@ -638,7 +660,7 @@ def test_pull_policy_always_pulls_a_present_image(
 
     run_asset(client_for(engine, pull_policy="always"))
 
-    assert engine.ops()[:2] == ["pull", "create"]
+    assert engine.ops()[:3] == ["pull", "probe_bind_mount", "create"]
 
 
 def test_pull_failure_fails_without_a_container(

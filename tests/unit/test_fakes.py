@@ -24,7 +24,7 @@ def test_fake_engine_has_every_operation_of_the_seam_with_the_same_parameters() 
     assert seam, "ContainerEngine lists no operations"
     for name, parameters in seam.items():
         assert fake.get(name) == parameters, f"FakeEngine.{name} differs from the seam"
-    assert hasattr(FakeEngine, "address")
+    assert hasattr(FakeEngine(), "address")
 
 
 def test_real_engine_has_the_same_operations_as_the_fake() -> None:

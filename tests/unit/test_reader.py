@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
+from pipes_docker.errors import PipesDockerOutputError
 from pipes_docker.reader import PipesDockerFileMessageReader
 
 CONTAINER_PATH = "/dagster-pipes/messages"
@@ -162,16 +164,18 @@ def test_unfinished_last_line_warns_at_exit(tmp_path: Path) -> None:
     assert "without a newline" in warnings[0]
 
 
-def test_unreadable_file_is_reported_as_a_framework_exception(tmp_path: Path) -> None:
+def test_a_reader_that_dies_fails_the_session_with_its_cause(tmp_path: Path) -> None:
     path = tmp_path / "messages"
     path.mkdir()  # opening a directory for reading fails with IsADirectoryError
     handler = Handler()
 
-    with reader(path, []).read_messages(handler):  # type: ignore[arg-type]
+    with (
+        pytest.raises(PipesDockerOutputError, match="IsADirectoryError") as raised,
+        reader(path, []).read_messages(handler),  # type: ignore[arg-type]
+    ):
         pass
 
-    assert [origin for origin, _ in handler.framework_errors] == ["PipesDockerFileMessageReader"]
-    assert handler.framework_errors[0][1][0] is IsADirectoryError
+    assert isinstance(raised.value.__cause__, IsADirectoryError)
 
 
 def test_debug_text_names_both_sides_of_the_mount(tmp_path: Path) -> None:

@@ -1,0 +1,82 @@
+"""The channel seam: how the Pipes context travels into a container and messages travel out.
+
+A channel is opened once per run. It yields an :class:`OpenChannel`: the context injector and
+message reader for dagster's ``open_pipes_session``, plus what the container needs for them to
+work (bind mounts, files copied in before start) and, for channels that carry messages over the
+container's own output, a way to pick them out of it. Closing it removes everything it made.
+
+Channels hold configuration only (and caches of what is true per engine); everything of one run
+lives in what :meth:`PipesDockerChannel.open` yields, so one channel serves concurrent runs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from dagster import PipesContextInjector, PipesMessageReader
+
+from pipes_docker.engine import ContainerEngine, ContainerFile, Mount
+from pipes_docker.messages import ByteSink
+
+__all__ = ["OpenChannel", "OutputRoute", "PipesDockerChannel", "Transport", "output_unchanged"]
+
+# Recorded in each run's metadata as ``pipes_docker/transport``.
+Transport = str
+
+OutputRoute = Callable[[ByteSink, ByteSink], tuple[ByteSink, ByteSink]]
+
+
+def _no_files() -> Sequence[ContainerFile]:
+    return ()
+
+
+def output_unchanged(stdout: ByteSink, stderr: ByteSink) -> tuple[ByteSink, ByteSink]:
+    return stdout, stderr
+
+
+@dataclass(frozen=True)
+class OpenChannel:
+    """What an open channel gives one run.
+
+    Attributes:
+        transport: A short name for how context and messages travel (``"mounted"``,
+            ``"streamed"``, ``"custom"``), recorded in the run's metadata.
+        description: One line on why and how, logged at debug level.
+        context_injector: For ``open_pipes_session``.
+        message_reader: For ``open_pipes_session``.
+        mounts: Bind mounts the container needs.
+        container_files: Files to copy into the container before it starts; asked for once the
+            Pipes session is open (the context is known only then).
+        route_output: Wraps the sinks of the container's stdout and stderr, for a channel whose
+            messages travel in that output.
+    """
+
+    transport: Transport
+    description: str
+    context_injector: PipesContextInjector
+    message_reader: PipesMessageReader
+    mounts: Sequence[Mount] = ()
+    container_files: Callable[[], Sequence[ContainerFile]] = _no_files
+    route_output: OutputRoute = output_unchanged
+
+
+class PipesDockerChannel(ABC):
+    """Carries the Pipes context into a container and its messages out, for one run at a time."""
+
+    @abstractmethod
+    def open(
+        self, *, engine: ContainerEngine, image: str, warn: Callable[[str], None]
+    ) -> AbstractContextManager[OpenChannel]:
+        """Prepare one run's context and message transport; tear it down on exit.
+
+        Args:
+            engine: The engine the run's container will run on.
+            image: The run's image, present on the engine.
+            warn: Where to report problems found in the message stream.
+
+        Raises:
+            PipesDockerChannelError: The channel cannot work with this engine.
+        """

@@ -1,0 +1,191 @@
+"""The mounted channel: context and messages in files of a per-run temp dir, bind-mounted.
+
+One private temp dir per run on the orchestrator's side:
+
+    pipes-docker-XXXX/      0700, the orchestrator's user: other host users cannot enter it
+        io/                 0777, bind-mounted into the container at ``mount_path``
+            context.json    0644, written before the container starts
+            messages        0666, appended to by the container's dagster-pipes writer
+
+The inner dir is open to every uid so a container running as a non-root user can create and
+append files in it; the closed parent keeps those files out of reach of other users on the host.
+
+The bind mount is resolved by the engine, so the engine must see the orchestrator's temp dir:
+a local daemon does; a remote one (``DOCKER_HOST=tcp://``/``ssh://``) does not. When the
+orchestrator itself runs in a container that shares the host's engine, its temp root is a mount
+of some host dir: ``host_temp_dir_root`` names that host dir. A probe (cached per engine) checks
+this before the first run, so a missing or wrong mapping fails with a clear error instead of a
+missing file inside the job.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import orjson
+from dagster import PipesContextInjector
+from dagster_pipes import PipesContextData, PipesParams
+
+from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
+from pipes_docker.channels.probe import ProbeResult, probe_shared_dir
+from pipes_docker.engine import ContainerEngine, Mount
+from pipes_docker.errors import PipesDockerChannelError
+from pipes_docker.reader import PipesDockerFileMessageReader
+
+__all__ = ["PipesDockerFileContextInjector", "PipesDockerMountedChannel"]
+
+DEFAULT_MOUNT_PATH = "/dagster-pipes"
+CONTEXT_FILE = "context.json"
+MESSAGES_FILE = "messages"
+
+_PRIVATE_DIR = stat.S_IRWXU  # 0700
+_SHARED_DIR = stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO  # 0777
+_READABLE_FILE = 0o644
+_WRITABLE_FILE = 0o666
+
+
+class PipesDockerFileContextInjector(PipesContextInjector):
+    """Writes the context as JSON to a file the container reads through a bind mount."""
+
+    def __init__(self, host_path: str, container_path: str) -> None:
+        self._host_path = host_path
+        self._container_path = container_path
+
+    @contextmanager
+    def inject_context(self, context_data: PipesContextData) -> Iterator[PipesParams]:
+        write_file(self._host_path, orjson.dumps(context_data), _READABLE_FILE)
+        yield {"path": self._container_path}
+
+    def no_messages_debug_text(self) -> str:
+        return (
+            f"The context was written to {self._host_path}, which the container sees as"
+            f" {self._container_path} (DAGSTER_PIPES_CONTEXT points there)."
+        )
+
+
+class PipesDockerMountedChannel(PipesDockerChannel):
+    """Context and messages travel through files in a per-run temp dir, bind-mounted.
+
+    The fastest channel, for engines that see the orchestrator's files. Before its first run on
+    an engine it probes that the engine does (once per engine, cached).
+
+    Args:
+        temp_dir_root: Where per-run temp dirs are made; the system default when ``None``.
+        host_temp_dir_root: The path on the engine's host that backs ``temp_dir_root``, when
+            they differ: the orchestrator runs in a container that mounts that host dir at
+            ``temp_dir_root`` (``-v /srv/pipes:/pipes-tmp``). Requires ``temp_dir_root``.
+        mount_path: Where the container sees the dir.
+        poll_interval: How often the message reader looks for new data, in seconds.
+    """
+
+    transport = "mounted"
+
+    def __init__(
+        self,
+        *,
+        temp_dir_root: str | None = None,
+        host_temp_dir_root: str | None = None,
+        mount_path: str = DEFAULT_MOUNT_PATH,
+        poll_interval: float = 0.05,
+    ) -> None:
+        if not os.path.isabs(mount_path):
+            raise ValueError(f"mount_path must be an absolute path, got {mount_path!r}")
+        if host_temp_dir_root is not None:
+            if temp_dir_root is None:
+                raise ValueError("host_temp_dir_root needs temp_dir_root: the dir it backs")
+            if not os.path.isabs(host_temp_dir_root):
+                raise ValueError(
+                    f"host_temp_dir_root must be an absolute path, got {host_temp_dir_root!r}"
+                )
+        self._temp_dir_root = temp_dir_root
+        self._host_temp_dir_root = host_temp_dir_root
+        self._mount_path = mount_path.rstrip("/") or "/"
+        self._poll_interval = poll_interval
+
+    def probe(self, engine: ContainerEngine, image: str) -> ProbeResult:
+        """Whether ``engine`` sees this channel's temp dirs (cached per engine)."""
+        local_root = os.path.realpath(self._temp_dir_root or tempfile.gettempdir())
+        return probe_shared_dir(engine, image, local_root, self._host_temp_dir_root or local_root)
+
+    @contextmanager
+    def open(
+        self, *, engine: ContainerEngine, image: str, warn: Callable[[str], None]
+    ) -> Iterator[OpenChannel]:
+        probe = self.probe(engine, image)
+        if not probe.shared:
+            raise PipesDockerChannelError(self.describe_unshared(probe))
+        with self.open_unchecked(warn=warn, reason=probe.reason) as opened:
+            yield opened
+
+    @contextmanager
+    def open_unchecked(self, *, warn: Callable[[str], None], reason: str) -> Iterator[OpenChannel]:
+        """Open without probing: the caller has checked that the engine sees the temp dir."""
+        root = tempfile.mkdtemp(prefix="pipes-docker-", dir=self._temp_dir_root)
+        try:
+            os.chmod(root, _PRIVATE_DIR)
+            io_dir = os.path.join(root, "io")
+            os.mkdir(io_dir)
+            os.chmod(io_dir, _SHARED_DIR)  # explicit: mkdir's mode is cut by the umask
+            messages = os.path.join(io_dir, MESSAGES_FILE)
+            write_file(messages, b"", _WRITABLE_FILE)
+            yield OpenChannel(
+                transport=self.transport,
+                description=f"a bind-mounted temp dir ({io_dir}): {reason}",
+                context_injector=PipesDockerFileContextInjector(
+                    os.path.join(io_dir, CONTEXT_FILE), self._container_path(CONTEXT_FILE)
+                ),
+                message_reader=PipesDockerFileMessageReader(
+                    messages,
+                    self._container_path(MESSAGES_FILE),
+                    warn=warn,
+                    poll_interval=self._poll_interval,
+                ),
+                mounts=[Mount(self._engine_path(io_dir), self._mount_path)],
+            )
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def _engine_path(self, local_path: str) -> str:
+        if self._host_temp_dir_root is None or self._temp_dir_root is None:
+            return local_path
+        relative = os.path.relpath(local_path, self._temp_dir_root)
+        return os.path.join(self._host_temp_dir_root, relative)
+
+    def _container_path(self, name: str) -> str:
+        return f"{self._mount_path}/{name}"
+
+    def describe_unshared(self, probe: ProbeResult) -> str:
+        """Why this channel cannot work on an engine the probe found not sharing its files."""
+        if self._host_temp_dir_root is not None:
+            return (
+                f"The mounted Pipes channel cannot work: host_temp_dir_root="
+                f"{self._host_temp_dir_root!r} does not back temp_dir_root="
+                f"{self._temp_dir_root!r} on the engine ({probe.reason}). Set host_temp_dir_root"
+                " to the host path that is mounted at temp_dir_root in the orchestrator's"
+                " container, or use the default channel, which streams context and messages"
+                " when the engine does not share the orchestrator's files."
+            )
+        return (
+            f"The mounted Pipes channel cannot work: the Docker engine does not see this"
+            f" process's temp dir ({probe.reason}). The engine runs on another machine or in"
+            " another filesystem (a remote DOCKER_HOST, or this process runs in a container)."
+            " Use the default channel, which streams context and messages in that case, or,"
+            " when this process runs in a container, set temp_dir_root to a dir mounted from"
+            " the engine's host and host_temp_dir_root to that host path."
+        )
+
+
+def write_file(path: str, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # os.open's mode is cut by the umask too
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)

@@ -1,0 +1,87 @@
+"""Does the engine see the orchestrator's files? One cheap probe per engine and directory.
+
+The probe writes a random token into a fresh directory under the temp root, asks the engine to
+bind-mount that directory (as the engine's host would name it) into a container it creates but
+never starts, and reads the token back through the mount. The directory's name is unique, so an
+engine on another filesystem has no such path and refuses the mount at once; an engine that has
+one (a wrong path mapping) shows another file or none. Results are cached per engine address
+and directory pair for the life of the process: a run never pays for the probe again.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+
+from pipes_docker.engine import ContainerEngine
+
+__all__ = ["ProbeResult", "probe_shared_dir"]
+
+_TOKEN_FILE = "token"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Whether the engine sees ``local_root`` at ``engine_root``, and if not, why."""
+
+    shared: bool
+    reason: str
+
+
+_cache: dict[tuple[str, str, str], ProbeResult] = {}
+_lock = threading.Lock()
+
+
+def probe_shared_dir(
+    engine: ContainerEngine, image: str, local_root: str, engine_root: str
+) -> ProbeResult:
+    """Whether a dir made under ``local_root`` is what the engine bind-mounts from ``engine_root``.
+
+    ``engine_root`` is ``local_root`` when both sides share a filesystem, or the host path that
+    backs ``local_root`` when the orchestrator runs in a container.
+    """
+    key = (engine.address, local_root, engine_root)
+    with _lock:
+        known = _cache.get(key)
+    if known is not None:
+        return known
+    result = _probe(engine, image, local_root, engine_root)
+    with _lock:
+        _cache.setdefault(key, result)
+    return result
+
+
+def forget_probes() -> None:
+    """Drop every cached result (for tests that change what an engine sees)."""
+    with _lock:
+        _cache.clear()
+
+
+def _probe(engine: ContainerEngine, image: str, local_root: str, engine_root: str) -> ProbeResult:
+    os.makedirs(local_root, exist_ok=True)
+    probe_dir = tempfile.mkdtemp(prefix="pipes-docker-probe-", dir=local_root)
+    try:
+        token = secrets.token_hex(16).encode()
+        with open(os.path.join(probe_dir, _TOKEN_FILE), "wb") as file:
+            file.write(token)
+        engine_dir = os.path.join(engine_root, os.path.relpath(probe_dir, local_root))
+        seen = engine.probe_bind_mount(image, engine_dir, _TOKEN_FILE)
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+    if seen == token:
+        return ProbeResult(
+            True, f"the engine at {engine.address} sees {local_root} as {engine_root}"
+        )
+    if seen is None:
+        return ProbeResult(
+            False, f"the engine at {engine.address} has no path {engine_dir} (made as {probe_dir})"
+        )
+    return ProbeResult(
+        False,
+        f"the engine at {engine.address} shows other files at {engine_dir} than this process"
+        f" wrote at {probe_dir}",
+    )
