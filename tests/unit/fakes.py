@@ -112,10 +112,12 @@ class FakeContainer:
 
     def host_path(self, container_path: str) -> str:
         """Where a path inside the container lives on the host, through the spec's mounts."""
-        for mount in self.spec.mounts:
-            root = mount.container_path.rstrip("/")
+        binds = [(m.host_path, m.container_path) for m in self.spec.mounts]
+        binds += [tuple(volume.split(":")[:2]) for volume in self.spec.volumes]  # type: ignore[misc]
+        for host, target in binds:
+            root = target.rstrip("/")
             if container_path == root or container_path.startswith(root + "/"):
-                return self.to_local(mount.host_path) + container_path[len(root) :]
+                return self.to_local(host) + container_path[len(root) :]
         raise AssertionError(f"{container_path} is not under any mount of {self.spec.mounts}")
 
     def read_file(self, container_path: str) -> bytes:

@@ -60,7 +60,10 @@ def test_dirs_and_messages_file_have_explicit_modes(tmp_path: Path) -> None:
 def test_context_file_is_world_readable_json(tmp_path: Path) -> None:
     channel = PipesDockerMountedChannel(temp_dir_root=str(tmp_path))
 
-    with channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as opened, opened.context_injector.inject_context(CONTEXT):
+    with (
+        channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as opened,
+        opened.context_injector.inject_context(CONTEXT),
+    ):
         path = os.path.join(opened.mounts[0].host_path, "context.json")
         assert mode(path) == 0o644
         assert orjson.loads(Path(path).read_bytes()) == CONTEXT
@@ -107,7 +110,10 @@ def test_everything_is_removed_after_the_run(tmp_path: Path) -> None:
 def test_everything_is_removed_when_the_run_fails(tmp_path: Path) -> None:
     channel = PipesDockerMountedChannel(temp_dir_root=str(tmp_path))
 
-    with pytest.raises(RuntimeError, match="boom"), channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as opened:
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as opened,
+    ):
         root = root_of(opened)
         raise RuntimeError("boom")
 
@@ -118,7 +124,10 @@ def test_everything_is_removed_when_the_run_fails(tmp_path: Path) -> None:
 def test_concurrent_runs_get_separate_dirs(tmp_path: Path) -> None:
     channel = PipesDockerMountedChannel(temp_dir_root=str(tmp_path))
 
-    with channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as first, channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as second:
+    with (
+        channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as first,
+        channel.open(engine=FakeEngine(), image=IMAGE, warn=print) as second,
+    ):
         assert first.mounts[0].host_path != second.mounts[0].host_path
 
     assert list(tmp_path.iterdir()) == []

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,6 @@ from pipes_docker import (
     PipesDockerContainerError,
     PipesDockerImageError,
     PipesDockerLaunchError,
-    PipesDockerMountedChannel,
     PipesDockerTimeoutError,
 )
 from pipes_docker.engine import ContainerExit, ContainerSpec
@@ -110,32 +109,6 @@ def pipes_job(
 
 
 # -- running an asset whose body calls the client --------------------------------------------
-
-
-@pytest.fixture
-def pipes_root(tmp_path: Path) -> Iterator[Path]:
-    """Where the client's per-run temp dirs go; it must be empty again after every run."""
-    root = tmp_path / "pipes"
-    root.mkdir()
-    yield root
-    assert list(root.iterdir()) == [], "the client left temp dirs behind"
-
-
-@pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with DagsterInstance.ephemeral() as instance:
-        yield instance
-
-
-@pytest.fixture
-def client_for(pipes_root: Path) -> Callable[..., PipesDockerClient]:
-    def make(engine: FakeEngine, **kwargs: Any) -> PipesDockerClient:
-        kwargs.setdefault(
-            "channel", PipesDockerMountedChannel(temp_dir_root=str(pipes_root), poll_interval=0.01)
-        )
-        return PipesDockerClient(engine=engine, **kwargs)
-
-    return make
 
 
 def run_asset(

@@ -1,0 +1,40 @@
+"""Fixtures shared by the unit tests: a temp root that must end empty, and client factories."""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import DagsterInstance
+
+from pipes_docker import PipesDockerClient, PipesDockerMountedChannel
+
+from .fakes import FakeEngine
+
+
+@pytest.fixture
+def pipes_root(tmp_path: Path) -> Iterator[Path]:
+    """Where the client's per-run temp dirs go; it must be empty again after every run."""
+    root = tmp_path / "pipes"
+    root.mkdir()
+    yield root
+    assert list(root.iterdir()) == [], "the client left temp dirs behind"
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+@pytest.fixture
+def client_for(pipes_root: Path) -> Callable[..., PipesDockerClient]:
+    def make(engine: FakeEngine, **kwargs: Any) -> PipesDockerClient:
+        kwargs.setdefault(
+            "channel", PipesDockerMountedChannel(temp_dir_root=str(pipes_root), poll_interval=0.01)
+        )
+        return PipesDockerClient(engine=engine, **kwargs)
+
+    return make
+
+
