@@ -200,3 +200,66 @@ def test_wait_reads_the_oom_flag_and_memory_limit_of_a_failed_container() -> Non
 
     assert exit_ is not None
     assert (exit_.exit_code, exit_.oom_killed, exit_.memory_limit) == (137, True, 64 << 20)
+
+
+class ParamikoLikeChannel:
+    """What docker-py's ssh transport hands back for an attach: recv, no read, a timeout."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.timeout: float | None = 60.0
+        self.closed = False
+
+    def recv(self, size: int) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
+
+    def shutdown(self, how: int) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_attach_reads_a_channel_without_read_and_lifts_its_timeout() -> None:
+    channel = ParamikoLikeChannel([b"abc", b"def"])
+    engine = DockerEngine(FakeDockerClient(attach_socket=Script(channel)))  # type: ignore[arg-type]
+
+    stream = engine.attach("c0ffee")
+
+    assert channel.timeout is None  # a job silent for longer than the request timeout is fine
+    assert [stream.read(10), stream.read(10), stream.read(10)] == [b"abc", b"def", b""]
+    stream.close()
+    assert channel.closed
+
+
+def test_copy_files_sends_one_tar_with_parent_dirs() -> None:
+    import io
+    import tarfile
+
+    from pipes_docker.engine import ContainerFile
+
+    received: dict[str, Any] = {}
+
+    def put_archive(container: str, path: str, data: bytes) -> bool:
+        received.update(container=container, path=path, data=data)
+        return True
+
+    engine = DockerEngine(FakeDockerClient(put_archive=put_archive))  # type: ignore[arg-type]
+    engine.copy_files(
+        "c0ffee", "job:1", [ContainerFile("/a/b/c.json", b"{}"), ContainerFile("/a/d", b"x", 0o755)]
+    )
+
+    assert received["path"] == "/"
+    with tarfile.open(fileobj=io.BytesIO(received["data"])) as archive:
+        members = {m.name: (m.isdir(), m.mode) for m in archive}
+        assert members == {
+            "a": (True, 0o755),
+            "a/b": (True, 0o755),
+            "a/b/c.json": (False, 0o644),
+            "a/d": (False, 0o755),
+        }
+        extracted = archive.extractfile("a/b/c.json")
+        assert extracted is not None and extracted.read() == b"{}"

@@ -9,7 +9,11 @@ import pytest
 
 from pipes_docker.demux import LineSink
 from pipes_docker.engine import ContainerExit, ContainerSpec
-from pipes_docker.errors import PipesDockerEngineError, PipesDockerTimeoutError
+from pipes_docker.errors import (
+    PipesDockerEngineError,
+    PipesDockerOutputError,
+    PipesDockerTimeoutError,
+)
 from pipes_docker.launcher import ContainerLauncher
 
 from .fakes import FakeContainer, FakeEngine, never_exits
@@ -153,5 +157,60 @@ def test_timeout_is_reported_even_when_stopping_the_container_fails() -> None:
 
     with pytest.raises(PipesDockerTimeoutError):
         launcher.run(spec(), stdout=stdout, stderr=stderr, timeout_seconds=0.1)
+
+    assert engine.live_containers() == []
+
+
+class BrokenStream:
+    """An attach stream whose transport breaks after the first chunk (paramiko's read-less
+    Channel did this: ``AttributeError`` on the pump thread)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def read(self, size: int) -> bytes:
+        self.reads += 1
+        if self.reads == 1:
+            return bytes([1, 0, 0, 0, 0, 0, 0, 6]) + b"early\n"
+        raise AttributeError("'Channel' object has no attribute 'read'")
+
+    def close(self) -> None:
+        pass
+
+
+class BrokenAttach(FakeEngine):
+    def attach(self, container_id: str) -> BrokenStream:  # type: ignore[override]
+        super().attach(container_id)
+        return BrokenStream()
+
+
+def test_a_pump_that_dies_fails_the_run_with_its_cause() -> None:
+    engine = BrokenAttach(lambda spec, box: 0)
+    stdout, stderr, out, _ = sinks()
+
+    with pytest.raises(PipesDockerOutputError) as raised:
+        ContainerLauncher(engine).run(spec(), stdout=stdout, stderr=stderr)
+
+    assert "AttributeError: 'Channel' object has no attribute 'read'" in str(raised.value)
+    assert isinstance(raised.value.__cause__, AttributeError)
+    assert out.getvalue() == "early\n"
+    assert engine.live_containers() == []
+
+
+class ExplodingSink(LineSink):
+    def write(self, data: bytes | memoryview) -> None:
+        raise RuntimeError("disk full")
+
+
+def test_a_sink_that_raises_fails_the_run_and_the_container_is_still_drained() -> None:
+    def chatty(spec: ContainerSpec, box: FakeContainer) -> int:
+        for i in range(1000):
+            box.stdout(f"line {i}\n")
+        return 0
+
+    engine = FakeEngine(chatty)
+
+    with pytest.raises(PipesDockerOutputError, match="RuntimeError: disk full"):
+        ContainerLauncher(engine).run(spec(), stdout=ExplodingSink(), stderr=LineSink())
 
     assert engine.live_containers() == []
