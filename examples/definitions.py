@@ -1,12 +1,15 @@
 """A Dagster code location whose assets run their work in Docker containers.
 
-Three ways to bring a job to pipes-docker:
+Four ways to bring a job to pipes-docker:
 
 * ``word_counts``: an image built for Pipes, with dagster_pipes vendored at build time
   (``images/example``, built by ``images/build.sh``);
 * ``legacy_report``: an unchanged legacy shell job; its exit code and output are all it says;
 * ``platform_summary``: a Python script in a plain Python image, with dagster_pipes injected
-  at run time (``inject_pipes=True``).
+  at run time (``inject_pipes=True``);
+* ``chunked_report``: a job whose messages travel through a custom channel of its own
+  (``examples/chunked_messages.py`` and ``examples/jobs/chunk_writer.py``), composed with the
+  client's parts.
 
 Load it with ``dagster dev -m examples.definitions``, or materialize everything once with
 ``python -m examples.demo``.
@@ -16,12 +19,14 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, Definitions, MaterializeResult, asset
 
+from examples.chunked_messages import ChunkDirMessageReader, default_store_root
 from pipes_docker import PipesDockerClient
 
 EXAMPLE_IMAGE = "pipes-docker-example:latest"
 PLAIN_PYTHON_IMAGE = "python:3.11-slim-bookworm"
 JOBS_DIR = Path(__file__).resolve().parent / "jobs"
 JOBS_MOUNT = {str(JOBS_DIR): {"bind": "/jobs", "mode": "ro"}}
+CHUNK_STORE = default_store_root()
 
 
 @asset(description="Word counts computed by a Pipes job in an image that vendors dagster_pipes.")
@@ -60,10 +65,32 @@ def platform_summary(
     ).get_materialize_result()
 
 
+@asset(description="A Pipes job whose messages travel through a custom chunk channel.")
+def chunked_report(
+    context: AssetExecutionContext, chunked_pipes: PipesDockerClient
+) -> MaterializeResult:
+    return chunked_pipes.run(
+        context=context,
+        image=PLAIN_PYTHON_IMAGE,
+        command=["python3", "/jobs/chunked_job.py"],
+        extras={"rows": 1000},
+        container_kwargs={"volumes": JOBS_MOUNT},
+        inject_pipes=True,
+    ).get_materialize_result()
+
+
 defs = Definitions(
-    assets=[word_counts, legacy_report, platform_summary],
+    assets=[word_counts, legacy_report, platform_summary, chunked_report],
     resources={
         # The jobs need no network; "none" also works on engines without a bridge network.
         "docker_pipes": PipesDockerClient(container_kwargs={"network_mode": "none"}),
+        # The client's own context transport, with the user's message reader.
+        "chunked_pipes": PipesDockerClient(
+            message_reader=ChunkDirMessageReader(CHUNK_STORE, "/chunk-store"),
+            container_kwargs={
+                "network_mode": "none",
+                "volumes": {CHUNK_STORE: {"bind": "/chunk-store", "mode": "rw"}},
+            },
+        ),
     },
 )

@@ -4,13 +4,13 @@ import sys
 
 from dagster import DagsterInstance, materialize
 
-from examples.definitions import defs, legacy_report, platform_summary, word_counts
+from examples.definitions import chunked_report, defs, legacy_report, platform_summary, word_counts
 
-ASSETS = [word_counts, legacy_report, platform_summary]
+ASSETS = [word_counts, legacy_report, platform_summary, chunked_report]
 
 
 def main() -> int:
-    resources = {"docker_pipes": defs.resources["docker_pipes"]}
+    resources = {name: defs.resources[name] for name in ("docker_pipes", "chunked_pipes")}
     with DagsterInstance.ephemeral() as instance:
         result = materialize(ASSETS, resources=resources, instance=instance)
     if not result.success:

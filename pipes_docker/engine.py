@@ -174,7 +174,7 @@ class DockerEngine:
             with self._lock:
                 if self._client is None:
                     try:
-                        self._client = docker.from_env()
+                        self._client = _client_from_env()
                     except docker.errors.DockerException as exc:
                         raise PipesDockerEngineError(
                             f"Cannot reach the Docker engine at {_env_address()}: {exc}."
@@ -572,6 +572,21 @@ def _is_read_timeout(exc: BaseException) -> bool:
         if reason is exc:
             break
     return False
+
+
+def _client_from_env() -> docker.DockerClient:
+    """``docker.from_env()``, with the TLS trap of requests closed.
+
+    With ``DOCKER_TLS_VERIFY`` docker-py verifies the engine against ``DOCKER_CERT_PATH/ca.pem``
+    by setting it on its HTTP session, but requests lets ``REQUESTS_CA_BUNDLE`` and
+    ``CURL_CA_BUNDLE`` override a session's CA: verification then fails against the engine's
+    private CA. The engine connection needs nothing else from the environment, so the session
+    stops reading it.
+    """
+    client = docker.from_env()
+    if os.environ.get("DOCKER_TLS_VERIFY"):
+        client.api.trust_env = False
+    return client
 
 
 def _env_address() -> str:

@@ -1,6 +1,6 @@
 """A Pipes job for an image that has Python but no dagster-pipes.
 
-pipes-docker mounts the orchestrator's dagster_pipes into the container (`inject_pipes=True`),
+pipes-docker copies the orchestrator's dagster_pipes into the container (`inject_pipes=True`),
 so this script imports it without the image being rebuilt.
 """
 

@@ -8,9 +8,14 @@ first restores SIGTERM's default action, as in an executor that does not handle 
 MODE "quick": the container reports MARKER back as metadata, and this process prints the
 materialization's metadata as JSON. The Dagster instance
 lives in $DAGSTER_HOME so the test can read the event log after this process is gone.
+
+The engine is the environment's (DOCKER_HOST). PIPES_DOCKER_TEST_CHANNEL picks the channel:
+"mounted" (the default here), "auto" (the client's default) or "streamed";
+PIPES_DOCKER_TEST_CONTAINER_KWARGS (JSON) replaces the container keywords.
 """
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -24,7 +29,13 @@ from dagster import (
     materialize,
 )
 
-from pipes_docker import PipesDockerClient, PipesDockerMountedChannel
+from pipes_docker import (
+    PipesDockerAutoChannel,
+    PipesDockerChannel,
+    PipesDockerClient,
+    PipesDockerMountedChannel,
+    PipesDockerStreamedChannel,
+)
 
 SLEEPING_JOB = """
 from dagster_pipes import open_dagster_pipes
@@ -48,11 +59,20 @@ with open_dagster_pipes() as pipes:
 def main() -> int:
     mode, work_dir = sys.argv[1], Path(sys.argv[2])
     marker = sys.argv[3] if len(sys.argv) > 3 else ""
+    temp_root = str(work_dir / "pipes-tmp")
+    channels: dict[str, PipesDockerChannel] = {
+        "mounted": PipesDockerMountedChannel(temp_dir_root=temp_root),
+        "auto": PipesDockerAutoChannel(temp_dir_root=temp_root),
+        "streamed": PipesDockerStreamedChannel(),
+    }
+    container_kwargs = json.loads(
+        os.environ.get("PIPES_DOCKER_TEST_CONTAINER_KWARGS") or '{"network_mode": "none"}'
+    )
     client = PipesDockerClient(
         docker_client=docker.from_env(),
-        container_kwargs={"network_mode": "none"},
+        container_kwargs=container_kwargs,
         log_dir=str(work_dir / "logs"),
-        channel=PipesDockerMountedChannel(temp_dir_root=str(work_dir / "pipes-tmp")),
+        channel=channels[os.environ.get("PIPES_DOCKER_TEST_CHANNEL", "mounted")],
         termination_timeout_seconds=5,
     )
 

@@ -31,9 +31,11 @@ PID_LABEL = "io.pipes-docker.orchestrator-pid"
 HOST_LABEL = "io.pipes-docker.orchestrator-host"
 
 
-def start_orchestrator(work_dir: Path, mode: str, marker: str = "") -> subprocess.Popen[str]:
+def start_orchestrator(
+    work_dir: Path, mode: str, marker: str = "", env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     (work_dir / "pipes-tmp").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DAGSTER_HOME": str(work_dir / "home")}
+    env = {**os.environ, **(env or {}), "DAGSTER_HOME": str(work_dir / "home")}
     (work_dir / "home").mkdir(exist_ok=True)
     return subprocess.Popen(
         [sys.executable, str(ORCHESTRATOR), mode, str(work_dir), marker],

@@ -24,14 +24,21 @@ MakeClient = Callable[..., PipesDockerClient]
 
 
 def test_example_assets_materialize_with_run_metadata(docker_client: docker.DockerClient) -> None:
-    from examples.definitions import defs, legacy_report, platform_summary, word_counts
+    from examples.definitions import (
+        chunked_report,
+        defs,
+        legacy_report,
+        platform_summary,
+        word_counts,
+    )
 
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
-            [word_counts, legacy_report, platform_summary],
-            resources={"docker_pipes": defs.resources["docker_pipes"]},
+            [word_counts, legacy_report, platform_summary, chunked_report],
+            resources={name: defs.resources[name] for name in ("docker_pipes", "chunked_pipes")},
             instance=instance,
         )
+        logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
 
     def metadata_of(name: str) -> dict[str, Any]:
         (materialization,) = result.asset_materializations_for_node(name)
@@ -53,6 +60,14 @@ def test_example_assets_materialize_with_run_metadata(docker_client: docker.Dock
 
     injected = metadata_of("platform_summary")  # dagster_pipes injected at run time
     assert injected["python_version"].startswith("3.")
+
+    chunked = metadata_of("chunked_report")  # the user's own message channel
+    assert chunked["rows"] == 1000
+    assert chunked["channel"] == "chunk dir"
+    assert chunked["pipes_docker/transport"] == "custom"
+    assert [f"batch {i} uploaded as a chunk" for i in range(3)] == [
+        line for line in logs if line.startswith("batch ")
+    ]
 
 
 @pytest.mark.parametrize("size", [20_000, 100_000, 5_000_000], ids=["20KB", "100KB", "5MB"])
