@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything pipes-docker needs on this machine, idempotently:
 #   1. system packages: a Docker engine (Debian's docker.io), mmdebstrap (to build a base image
-#      when no registry can be reached), docker-compose;
+#      when no registry can be reached), docker-compose, podman and catatonit (test engines);
 #   2. a running engine: when `docker info` fails, start dockerd in the background with no
 #      bridge network (containers run with network "none" or "host");
 #   3. the virtualenv .venv with the package and its dev dependencies;
@@ -24,6 +24,10 @@ install_system_packages() {
     command -v dockerd >/dev/null || missing+=(docker.io)
     command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
     command -v docker-compose >/dev/null || missing+=(docker-compose)
+    # Podman's Docker-compatible API is one of the integration tests' engines; catatonit is
+    # its init (for init=True).
+    command -v podman >/dev/null || missing+=(podman)
+    command -v catatonit >/dev/null || missing+=(catatonit)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
         as_root apt-get update -qq
