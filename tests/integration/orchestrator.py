@@ -11,7 +11,9 @@ lives in $DAGSTER_HOME so the test can read the event log after this process is 
 
 The engine is the environment's (DOCKER_HOST). PIPES_DOCKER_TEST_CHANNEL picks the channel:
 "mounted" (the default here), "auto" (the client's default) or "streamed";
-PIPES_DOCKER_TEST_CONTAINER_KWARGS (JSON) replaces the container keywords.
+PIPES_DOCKER_TEST_CONTAINER_KWARGS (JSON) replaces the container keywords;
+PIPES_DOCKER_TEST_HOST_TEMP_ROOT is the engine host's path of WORK_DIR/pipes-tmp, when this
+process runs in a container (the auto channel's host_temp_dir_root).
 """
 
 import json
@@ -62,7 +64,10 @@ def main() -> int:
     temp_root = str(work_dir / "pipes-tmp")
     channels: dict[str, PipesDockerChannel] = {
         "mounted": PipesDockerMountedChannel(temp_dir_root=temp_root),
-        "auto": PipesDockerAutoChannel(temp_dir_root=temp_root),
+        "auto": PipesDockerAutoChannel(
+            temp_dir_root=temp_root,
+            host_temp_dir_root=os.environ.get("PIPES_DOCKER_TEST_HOST_TEMP_ROOT") or None,
+        ),
         "streamed": PipesDockerStreamedChannel(),
     }
     container_kwargs = json.loads(
