@@ -451,8 +451,8 @@ class _SocketStream:
 
     docker-py hands back whatever its transport has: a socket (unix, tcp), a ``SocketIO``
     wrapper around one, an SSL socket (TLS) or a paramiko ``Channel`` (ssh), which has ``recv``
-    but no ``read``. The client's request timeout still applies to the connection; a job may be
-    silent for longer than that, so it is lifted here.
+    but no ``read``. Any read timeout left on the connection is lifted: a job may be silent for
+    longer than the client's request timeout.
     """
 
     def __init__(self, raw: Any) -> None:

@@ -13,6 +13,7 @@ the right stream, errors say why, and nothing is left on the engine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -244,3 +245,63 @@ def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
         key: [dict(u) for u in value] if key == "ulimits" else value
         for key, value in kwargs.items()
     }
+
+
+@pytest.mark.parametrize("fixture", ["remote_engine", "ssh_engine"])
+def test_a_client_with_no_settings_works_from_docker_host(
+    request: pytest.FixtureRequest,
+    fixture: str,
+    run_asset: RunAsset,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    engine: RemoteEngine = request.getfixturevalue(fixture)
+    monkeypatch.setenv("DOCKER_HOST", engine.address)
+    if isinstance(engine, SshEngine):
+        monkeypatch.setenv("HOME", str(engine.home))  # where the test key and known_hosts are
+    client = PipesDockerClient(container_kwargs={"network_mode": "none"})  # nothing else set
+
+    run = run_asset(client, ROUND_TRIP, extras={"greeting": "from DOCKER_HOST"})
+
+    assert run.success, run.error
+    assert run.metadata["greeting"] == "from DOCKER_HOST"
+    assert run.metadata["pipes_docker/transport"] == "streamed"
+    out, err = capsys.readouterr()
+    assert "stdout: last\n" in out and "progress: done\n" in err
+    assert engine.client.containers.list(all=True, filters={"label": MANAGED_LABEL}) == []
+
+
+@pytest.mark.parametrize("fixture", ["local_engine", "remote_engine", "ssh_engine"])
+def test_a_job_silent_for_longer_than_the_request_timeout_keeps_its_output(
+    request: pytest.FixtureRequest, fixture: str, pipes_tmp: Path, run_asset: RunAsset
+) -> None:
+    engine: RemoteEngine = request.getfixturevalue(fixture)
+    # Every request gets 2 s at most; the job is silent for 5. Over ssh, docker-py puts that
+    # timeout on the attach channel itself.
+    with contextlib.ExitStack() as stack:
+        if isinstance(engine, SshEngine):
+            stack.enter_context(engine.environment())
+        impatient = docker.DockerClient(base_url=engine.address, timeout=2)
+    code = """
+import time
+from dagster_pipes import open_dagster_pipes
+with open_dagster_pipes() as pipes:
+    print("before the silence", flush=True)
+    time.sleep(5)
+    print("after the silence", flush=True)
+    pipes.report_asset_materialization(metadata={"woke": True})
+"""
+    client = PipesDockerClient(
+        docker_client=impatient,
+        channel=PipesDockerAutoChannel(temp_dir_root=str(pipes_tmp)),
+        container_kwargs=engine.container_kwargs,
+        log_dir=str(pipes_tmp.parent / "logs"),
+    )
+
+    run = run_asset(client, code)
+
+    impatient.close()
+    assert run.success, run.error
+    assert run.metadata["woke"] is True
+    (stdout_log,) = (pipes_tmp.parent / "logs").glob("*/stdout.log")
+    assert stdout_log.read_text() == "before the silence\nafter the silence\n"
