@@ -37,6 +37,8 @@ __all__ = ["ContainerLauncher", "ContainerOutcome"]
 logger = logging.getLogger(__name__)
 
 _CHUNK_SIZE = 1 << 16
+# How long after its output stream ends a container may go on looking as if it runs.
+_STREAM_END_GRACE_SECONDS = 3.0
 
 
 class _Phase(Enum):
@@ -115,11 +117,19 @@ class ContainerLauncher:
             if spec.files:
                 self._engine.copy_files(container_id, spec.image, spec.files)
             stream = self._engine.attach(container_id)
-            pump = _Pump(stream, stdout, stderr, multiplexed=not created.tty)
+            pump = _Pump(
+                stream,
+                stdout,
+                stderr,
+                multiplexed=not created.tty,
+                still_running=self._still_running(container_id),
+            )
             self._engine.start(container_id, spec.image)
             phase = _Phase.RUNNING
             started = time.monotonic()
-            exit_ = self._wait(container_id, started, timeout_seconds)
+            exit_ = self._wait(container_id, started, timeout_seconds, pump, spec.image)
+            if exit_ is not None:
+                pump.container_exited()
             if exit_ is None:
                 self._halt(container_id, pump, self._termination_timeout)
                 phase = _Phase.EXITED
@@ -162,11 +172,22 @@ class ContainerLauncher:
                     self._engine.remove(container_id)
 
     def _wait(
-        self, container_id: str, started: float, timeout_seconds: float | None
+        self,
+        container_id: str,
+        started: float,
+        timeout_seconds: float | None,
+        pump: _Pump,
+        image: str,
     ) -> ContainerExit | None:
-        """The container's exit, or ``None`` once ``timeout_seconds`` have passed."""
+        """The container's exit, or ``None`` once ``timeout_seconds`` have passed.
+
+        Raises:
+            PipesDockerOutputError: The output pump failed while the container ran: waiting on
+                would only lose more, so the run fails now (and the container is stopped).
+        """
         deadline = None if timeout_seconds is None else started + timeout_seconds
         while True:
+            pump.raise_failure(container_id, image)
             step = self._poll_interval
             if deadline is not None:
                 step = min(step, deadline - time.monotonic())
@@ -176,6 +197,21 @@ class ContainerLauncher:
             if exit_ is not None:
                 return exit_
 
+    def _still_running(self, container_id: str) -> Callable[[], bool]:
+        """Asked by the pump when the output stream ends: is the container still running?
+
+        The engine ends the stream when the container exits, perhaps a moment before its state
+        says so; a container still running seconds later had its stream cut (an engine restart).
+        """
+
+        def check() -> bool:
+            try:
+                return self._engine.wait(container_id, _STREAM_END_GRACE_SECONDS) is None
+            except PipesDockerError:
+                return True  # the engine is gone too: the stream was certainly cut
+
+        return check
+
     def _halt(self, container_id: str, pump: _Pump, grace_seconds: float) -> None:
         """Stop a running container and read the rest of its output.
 
@@ -184,12 +220,14 @@ class ContainerLauncher:
         """
         try:
             self._engine.stop(container_id, grace_seconds)
+            pump.container_exited()
         except Exception:
             logger.warning(
                 "Stopping container %s failed; removing it", container_id[:12], exc_info=True
             )
             try:
                 self._engine.remove(container_id)
+                pump.container_exited()
             except Exception:
                 logger.warning("Removing container %s failed", container_id[:12], exc_info=True)
                 pump.abort()
@@ -197,13 +235,25 @@ class ContainerLauncher:
         pump.finish(self._drain_timeout)
 
 
+class _StreamCut(Exception):
+    """The output stream ended before the container did."""
+
+
 class _Pump:
     """Reads the attach stream on a thread and feeds the sinks until the stream ends."""
 
     def __init__(
-        self, stream: OutputStream, stdout: ByteSink, stderr: ByteSink, *, multiplexed: bool
+        self,
+        stream: OutputStream,
+        stdout: ByteSink,
+        stderr: ByteSink,
+        *,
+        multiplexed: bool,
+        still_running: Callable[[], bool],
     ) -> None:
         self._stream = stream
+        self._still_running = still_running
+        self._exited = threading.Event()
         self._closing = False
         self._failure: BaseException | None = None
         self._sinks: Mapping[int, ByteSink] = {STDOUT: stdout, STDERR: stderr}
@@ -215,6 +265,11 @@ class _Pump:
     def _run(self) -> None:
         try:
             self._pump(self._feed)
+            if self._ended_early():
+                raise _StreamCut(
+                    "the engine closed the container's output stream while the container was"
+                    " still running (was the engine restarted?)"
+                )
         except BaseException as exc:
             if not self._closing:
                 self._failure = exc
@@ -227,6 +282,16 @@ class _Pump:
                     sink.close()
                 except BaseException as exc:
                     self._failure = self._failure or exc
+
+    def container_exited(self) -> None:
+        """The container is known to have ended: the stream's end is its natural end."""
+        self._exited.set()
+
+    def _ended_early(self) -> bool:
+        # Usually the main thread sees the exit at once; ask the engine only when it has not.
+        if self._closing or self._exited.wait(_STREAM_END_GRACE_SECONDS):
+            return False
+        return self._still_running()
 
     def _pump(self, feed: Callable[[bytes], None]) -> None:
         while chunk := self._stream.read(_CHUNK_SIZE):

@@ -214,3 +214,30 @@ def test_a_sink_that_raises_fails_the_run_and_the_container_is_still_drained() -
         ContainerLauncher(engine).run(spec(), stdout=ExplodingSink(), stderr=LineSink())
 
     assert engine.live_containers() == []
+
+
+def test_an_output_stream_cut_while_the_container_runs_fails_the_run_and_stops_it() -> None:
+    def cut_off(spec: ContainerSpec, box: FakeContainer) -> int:
+        box.stdout("before the engine restart\n")
+        box.stream.end()  # the engine drops the attach connection; the job runs on
+        box.stop_requested.wait(30)
+        return 137
+
+    engine = FakeEngine(cut_off)
+    stdout, stderr, out, _ = sinks()
+
+    with pytest.raises(PipesDockerOutputError, match="while the container was still running"):
+        ContainerLauncher(engine, poll_interval=0.05).run(spec(), stdout=stdout, stderr=stderr)
+
+    assert out.getvalue() == "before the engine restart\n"
+    assert "stop" in engine.ops()
+    assert engine.live_containers() == []
+
+
+def test_a_stream_ending_with_the_container_costs_no_extra_engine_call() -> None:
+    engine = FakeEngine(lambda spec, box: 0)
+    stdout, stderr, _, _ = sinks()
+
+    ContainerLauncher(engine).run(spec(), stdout=stdout, stderr=stderr)
+
+    assert engine.ops().count("wait") == 1
