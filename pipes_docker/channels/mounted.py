@@ -58,7 +58,15 @@ class PipesDockerFileContextInjector(PipesContextInjector):
 
     @contextmanager
     def inject_context(self, context_data: PipesContextData) -> Iterator[PipesParams]:
-        write_file(self._host_path, orjson.dumps(context_data), _READABLE_FILE)
+        data = orjson.dumps(context_data)
+        try:
+            write_file(self._host_path, data, _READABLE_FILE)
+        except OSError as exc:
+            raise PipesDockerChannelError(
+                f"Writing the Pipes context ({len(data)} bytes) to {self._host_path} failed:"
+                f" {exc.strerror or exc}. Free space on that filesystem, or point"
+                " temp_dir_root at another one."
+            ) from exc
         yield {"path": self._container_path}
 
     def no_messages_debug_text(self) -> str:
@@ -125,7 +133,13 @@ class PipesDockerMountedChannel(PipesDockerChannel):
     @contextmanager
     def open_unchecked(self, *, warn: Callable[[str], None], reason: str) -> Iterator[OpenChannel]:
         """Open without probing: the caller has checked that the engine sees the temp dir."""
-        root = tempfile.mkdtemp(prefix="pipes-docker-", dir=self._temp_dir_root)
+        try:
+            root = tempfile.mkdtemp(prefix="pipes-docker-", dir=self._temp_dir_root)
+        except OSError as exc:
+            raise PipesDockerChannelError(
+                f"Making a temp dir under {self._temp_dir_root or tempfile.gettempdir()} failed:"
+                f" {exc.strerror or exc}."
+            ) from exc
         try:
             os.chmod(root, _PRIVATE_DIR)
             io_dir = os.path.join(root, "io")

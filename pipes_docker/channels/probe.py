@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass
 
 from pipes_docker.engine import ContainerEngine
+from pipes_docker.errors import PipesDockerChannelError
 
 __all__ = ["ProbeResult", "probe_shared_dir"]
 
@@ -62,12 +63,23 @@ def forget_probes() -> None:
 
 
 def _probe(engine: ContainerEngine, image: str, local_root: str, engine_root: str) -> ProbeResult:
-    os.makedirs(local_root, exist_ok=True)
-    probe_dir = tempfile.mkdtemp(prefix="pipes-docker-probe-", dir=local_root)
+    token = secrets.token_hex(16).encode()
     try:
-        token = secrets.token_hex(16).encode()
-        with open(os.path.join(probe_dir, _TOKEN_FILE), "wb") as file:
-            file.write(token)
+        os.makedirs(local_root, exist_ok=True)
+        probe_dir = tempfile.mkdtemp(prefix="pipes-docker-probe-", dir=local_root)
+    except OSError as exc:
+        raise PipesDockerChannelError(
+            f"Cannot make a dir under the temp root {local_root}: {exc.strerror or exc}."
+        ) from exc
+    try:
+        try:
+            with open(os.path.join(probe_dir, _TOKEN_FILE), "wb") as file:
+                file.write(token)
+        except OSError as exc:
+            raise PipesDockerChannelError(
+                f"Cannot write a file under the temp root {local_root}: {exc.strerror or exc}."
+                " Free space on that filesystem, or point temp_dir_root at another one."
+            ) from exc
         engine_dir = os.path.join(engine_root, os.path.relpath(probe_dir, local_root))
         seen = engine.probe_bind_mount(image, engine_dir, _TOKEN_FILE)
     finally:
