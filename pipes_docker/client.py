@@ -219,7 +219,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         timeout_seconds: float | None,
         inject_pipes: bool,
     ) -> PipesClientCompletedInvocation:
-        self._ensure_image(image)
+        image_id = self._ensure_image(image)
         env_layers = [self._env, pop_environment(options), env]
         files: list[ContainerFile] = []
         if inject_pipes:
@@ -276,7 +276,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                     tail_stream=tail_stream,
                     engine_error=outcome.exit.error,
                 )
-        metadata = self._metadata(image, outcome, spec.name)
+        metadata = self._metadata(image, image_id, outcome, spec.name)
         metadata["pipes_docker/transport"] = channel.transport
         return PipesClientCompletedInvocation(session, metadata=metadata)
 
@@ -312,10 +312,14 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 removed.append(str(container["Id"]))
         return removed
 
-    def _ensure_image(self, image: str) -> None:
+    def _ensure_image(self, image: str) -> str:
+        """Pull ``image`` as the pull policy says; return its id on the engine."""
         if self._pull_policy == "always":
             self._engine.pull(image, self._registry_auth())
-        elif not self._engine.image_present(image):
+        else:
+            present = self._engine.image_id(image)
+            if present is not None:
+                return present
             if self._pull_policy == "never":
                 raise PipesDockerImageError(
                     f"Image {image!r} is not present on the Docker engine at"
@@ -324,6 +328,14 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                     image=image,
                 )
             self._engine.pull(image, self._registry_auth())
+        pulled = self._engine.image_id(image)
+        if pulled is None:
+            raise PipesDockerImageError(
+                f"Image {image!r} is still missing on the Docker engine at"
+                f" {self._engine.address} after pulling it.",
+                image=image,
+            )
+        return pulled
 
     def _registry_auth(self) -> Mapping[str, str] | None:
         if not self._registry:
@@ -360,11 +372,11 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         return log
 
     def _metadata(
-        self, image: str, outcome: ContainerOutcome, container_name: str
+        self, image: str, image_id: str, outcome: ContainerOutcome, container_name: str
     ) -> dict[str, Any]:
         metadata: dict[str, Any] = {
             "pipes_docker/image": image,
-            "pipes_docker/image_id": outcome.image_id,
+            "pipes_docker/image_id": image_id,
             "pipes_docker/container_id": outcome.container_id,
             "pipes_docker/container_name": container_name,
             "pipes_docker/exit_code": outcome.exit.exit_code,

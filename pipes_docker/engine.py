@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import docker
 import docker.errors
 import docker.types
+from docker.models.containers import _create_container_args
 import requests.exceptions
 import urllib3.exceptions
 
@@ -87,7 +88,6 @@ class ContainerSpec:
 @dataclass(frozen=True)
 class CreatedContainer:
     id: str
-    image_id: str
     tty: bool
 
 
@@ -117,7 +117,9 @@ class ContainerEngine(Protocol):
         """Where the engine is, for error messages."""
         ...
 
-    def image_present(self, image: str) -> bool: ...
+    def image_id(self, image: str) -> str | None:
+        """The id of ``image`` on the engine, or ``None`` when it is not there."""
+        ...
 
     def image_env(self, image: str) -> Mapping[str, str]:
         """The environment the image's config sets (its Dockerfile ``ENV`` lines)."""
@@ -190,13 +192,12 @@ class DockerEngine:
         return str(self._client.api.base_url)
 
     @retry_transient_engine_errors
-    def image_present(self, image: str) -> bool:
+    def image_id(self, image: str) -> str | None:
         with self._translate(f"inspecting image {image!r}"):
             try:
-                self.client.images.get(image)
+                return str(self.client.api.inspect_image(image)["Id"])
             except docker.errors.ImageNotFound:
-                return False
-        return True
+                return None
 
     @retry_transient_engine_errors
     def image_env(self, image: str) -> Mapping[str, str]:
@@ -245,15 +246,22 @@ class DockerEngine:
         volumes = [*spec.volumes, *(_bind(m) for m in spec.mounts)]
         with self._translate(f"creating a container from image {spec.image!r}"):
             try:
-                container = self.client.containers.create(
-                    spec.image,
-                    command=spec.command,
-                    name=spec.name,
-                    environment=dict(spec.env),
-                    labels=dict(spec.labels),
-                    volumes=volumes,
-                    detach=True,
-                    **spec.options,
+                # The low-level call: docker-py's containers.create() inspects the new container
+                # afterwards, a round trip a run does not need.
+                created = self.client.api.create_container(
+                    **_create_container_args(
+                        {
+                            "image": spec.image,
+                            "command": spec.command,
+                            "name": spec.name,
+                            "environment": dict(spec.env),
+                            "labels": dict(spec.labels),
+                            "volumes": volumes,
+                            "detach": True,
+                            "version": self.client.api._version,
+                            **spec.options,
+                        }
+                    )
                 )
             except docker.errors.ImageNotFound as exc:
                 raise PipesDockerImageError(
@@ -267,8 +275,7 @@ class DockerEngine:
                     raise  # _translate marks it transient; the retry policy tries again
                 if exc.status_code == 409 and spec.name in _explain(exc):
                     # An earlier attempt did create it before its answer was lost.
-                    container = self._adopt(spec)
-                    return _created(container)
+                    return CreatedContainer(id=self._adopt(spec), tty=_tty(spec))
                 raise PipesDockerLaunchError(
                     f"Creating a container from image {spec.image!r} failed: {_explain(exc)}",
                     image=spec.image,
@@ -281,9 +288,9 @@ class DockerEngine:
                     image=spec.image,
                     container_id=None,
                 ) from exc
-        return _created(container)
+        return CreatedContainer(id=str(created["Id"]), tty=_tty(spec))
 
-    def _adopt(self, spec: ContainerSpec) -> Any:
+    def _adopt(self, spec: ContainerSpec) -> str:
         container = self.client.containers.get(spec.name)
         if container.labels != dict(spec.labels):
             raise PipesDockerLaunchError(
@@ -291,7 +298,7 @@ class DockerEngine:
                 image=spec.image,
                 container_id=container.id,
             )
-        return container
+        return str(container.id)
 
     @retry_transient_engine_errors
     def copy_files(self, container_id: str, image: str, files: Sequence[ContainerFile]) -> None:
@@ -519,12 +526,8 @@ def _is_missing_bind_source(exc: docker.errors.APIError) -> bool:
     return "does not exist" in text or "no such file or directory" in text
 
 
-def _created(container: Any) -> CreatedContainer:
-    return CreatedContainer(
-        id=container.id or "",
-        image_id=str(container.attrs.get("Image", "")),
-        tty=bool(container.attrs.get("Config", {}).get("Tty")),
-    )
+def _tty(spec: ContainerSpec) -> bool:
+    return bool(spec.options.get("tty"))
 
 
 def _is_pull_rate_limit(exc: docker.errors.APIError) -> bool:

@@ -54,7 +54,6 @@ class ContainerOutcome:
 
     container_id: str
     container_name: str
-    image_id: str
     exit: ContainerExit
     duration_seconds: float
 
@@ -151,7 +150,7 @@ class ContainerLauncher:
             duration = time.monotonic() - started
             pump.finish(self._drain_timeout)
             pump.raise_failure(container_id, spec.image)
-            return ContainerOutcome(container_id, spec.name, created.image_id, exit_, duration)
+            return ContainerOutcome(container_id, spec.name, exit_, duration)
         except BaseException as exc:
             if phase is _Phase.RUNNING and pump is not None:
                 with deferred_signals():

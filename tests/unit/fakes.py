@@ -165,7 +165,7 @@ class FakeEngine:
 
     Args:
         behaviour: Plays every container this engine creates (default: exits 0 at once).
-        image_present: What ``image_present`` answers until an image is pulled.
+        image_present: Whether images are present until one is pulled.
         image_env: The environment every image's config sets (its Dockerfile ``ENV``).
         create_error, start_error, pull_error: Raised by that operation when set.
         seed: Seeds the random chunk sizes of the attach streams.
@@ -231,9 +231,9 @@ class FakeEngine:
         with self._lock:
             self.calls.append((op, arg))
 
-    def image_present(self, image: str) -> bool:
-        self._record("image_present", image)
-        return self.images_present
+    def image_id(self, image: str) -> str | None:
+        self._record("image_id", image)
+        return f"sha256:{'ab' * 32}" if self.images_present else None
 
     def image_env(self, image: str) -> Mapping[str, str]:
         self._record("image_env", image)
@@ -256,7 +256,7 @@ class FakeEngine:
         container = FakeContainer(cid, spec, self.behaviour, FakeStream(self._rng))
         container.to_local = lambda path: self.to_local(path) or path
         self.containers[cid] = container
-        return CreatedContainer(id=cid, image_id=f"sha256:{'ab' * 32}", tty=container.tty)
+        return CreatedContainer(id=cid, tty=container.tty)
 
     def to_local(self, engine_path: str) -> str | None:
         """The local path the engine means by ``engine_path``; ``None`` if it has none."""

@@ -264,7 +264,7 @@ def test_output_is_attached_before_the_container_starts(
 
     # The probe (is the temp dir shared?) runs once per engine, before the first create.
     assert engine.ops() == [
-        "image_present",
+        "image_id",
         "probe_bind_mount",
         "create",
         "attach",
@@ -514,7 +514,7 @@ def test_start_failure_raises_launch_error_and_removes_the_container(
         run_asset(client_for(engine))
 
     assert engine.ops() == [
-        "image_present",
+        "image_id",
         "probe_bind_mount",
         "create",
         "attach",
@@ -535,7 +535,7 @@ def test_create_failure_raises_launch_error_and_leaves_nothing(
     with pytest.raises(PipesDockerLaunchError, match="no such network"):
         run_asset(client_for(engine))
 
-    assert engine.ops() == ["image_present", "probe_bind_mount", "create"]
+    assert engine.ops() == ["image_id", "probe_bind_mount", "create"]
 
 
 def test_timeout_stops_and_removes_the_container(
@@ -623,7 +623,7 @@ def test_missing_image_is_pulled_before_create(
     result = run_asset(client_for(engine))
 
     assert result.success
-    assert engine.ops()[:4] == ["image_present", "pull", "probe_bind_mount", "create"]
+    assert engine.ops()[:5] == ["image_id", "pull", "image_id", "probe_bind_mount", "create"]
 
 
 def test_pull_policy_always_pulls_a_present_image(
@@ -633,7 +633,7 @@ def test_pull_policy_always_pulls_a_present_image(
 
     run_asset(client_for(engine, pull_policy="always"))
 
-    assert engine.ops()[:3] == ["pull", "probe_bind_mount", "create"]
+    assert engine.ops()[:4] == ["pull", "image_id", "probe_bind_mount", "create"]
 
 
 def test_pull_failure_fails_without_a_container(

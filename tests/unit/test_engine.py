@@ -46,10 +46,14 @@ class FakeContainer:
         self.labels: dict[str, str] = {}
 
 
+CREATED = {"Id": FakeContainer.id, "Warnings": []}
+
+
 class FakeDockerClient:
     def __init__(self, **api: Callable[..., Any]) -> None:
         methods = {name: staticmethod(method) for name, method in api.items()}
-        self.api = type("Api", (), {"base_url": "http+docker://fake", **methods})()
+        api_attrs = {"base_url": "http+docker://fake", "_version": "1.41", **methods}
+        self.api = type("Api", (), api_attrs)()
         self.containers = type("Containers", (), {})()
         self.images = type("Images", (), {})()
 
@@ -64,8 +68,8 @@ def refused() -> requests.exceptions.ConnectionError:
 
 def test_connection_errors_are_retried_until_the_call_succeeds() -> None:
     client = FakeDockerClient()
-    create = Script(refused(), refused(), FakeContainer)
-    client.containers.create = create  # type: ignore[attr-defined]
+    create = Script(refused(), refused(), CREATED)
+    client.api.create_container = create  # type: ignore[attr-defined]
 
     created = DockerEngine(client).create(spec())  # type: ignore[arg-type]
 
@@ -76,7 +80,7 @@ def test_connection_errors_are_retried_until_the_call_succeeds() -> None:
 def test_an_engine_that_stays_unreachable_fails_naming_its_address() -> None:
     client = FakeDockerClient()
     create = Script(refused())
-    client.containers.create = create  # type: ignore[attr-defined]
+    client.api.create_container = create  # type: ignore[attr-defined]
 
     with pytest.raises(PipesDockerEngineError, match="Cannot reach the Docker engine at"):
         DockerEngine(client).create(spec())  # type: ignore[arg-type]
@@ -86,7 +90,7 @@ def test_an_engine_that_stays_unreachable_fails_naming_its_address() -> None:
 def test_client_errors_are_not_retried() -> None:
     client = FakeDockerClient()
     create = Script(api_error(400, "invalid mount config"))
-    client.containers.create = create  # type: ignore[attr-defined]
+    client.api.create_container = create  # type: ignore[attr-defined]
 
     with pytest.raises(PipesDockerLaunchError, match="invalid mount config"):
         DockerEngine(client).create(spec())  # type: ignore[arg-type]
@@ -96,8 +100,8 @@ def test_client_errors_are_not_retried() -> None:
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_server_errors_and_rate_limits_on_create_are_retried(status: int) -> None:
     client = FakeDockerClient()
-    create = Script(api_error(status, "try again"), FakeContainer)
-    client.containers.create = create  # type: ignore[attr-defined]
+    create = Script(api_error(status, "try again"), CREATED)
+    client.api.create_container = create  # type: ignore[attr-defined]
 
     DockerEngine(client).create(spec())  # type: ignore[arg-type]
     assert create.calls == 2
@@ -105,7 +109,7 @@ def test_server_errors_and_rate_limits_on_create_are_retried(status: int) -> Non
 
 def test_missing_image_on_create_is_an_image_error_naming_it() -> None:
     client = FakeDockerClient()
-    client.containers.create = Script(  # type: ignore[attr-defined]
+    client.api.create_container = Script(  # type: ignore[attr-defined]
         docker.errors.ImageNotFound("No such image: job:1")
     )
 
