@@ -33,7 +33,7 @@ from pipes_docker.demux import TAIL_LINES, LineSink, ProcessStream, StreamTarget
 from pipes_docker.engine import ContainerEngine, ContainerFile, DockerEngine
 from pipes_docker.errors import PipesDockerContainerError, PipesDockerImageError
 from pipes_docker.interrupts import sigterm_unwinds
-from pipes_docker.launcher import ContainerLauncher, ContainerOutcome
+from pipes_docker.launcher import ContainerLauncher, ContainerOutcome, Removal
 from pipes_docker.spec import (
     HOST_LABEL,
     MANAGED_LABEL,
@@ -52,6 +52,8 @@ from pipes_docker.spec import (
 __all__ = ["PipesDockerClient", "PullPolicy"]
 
 PullPolicy = Literal["if_not_present", "always", "never"]
+
+logger = logging.getLogger(__name__)
 
 
 class PipesDockerClient(PipesClient, TreatAsResourceParam):
@@ -220,12 +222,52 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         inject_pipes: bool,
     ) -> PipesClientCompletedInvocation:
         image_id = self._ensure_image(image)
-        env_layers = [self._env, pop_environment(options), env]
+        env_layers: list[Mapping[str, str]] = [self._env, pop_environment(options), env]
         files: list[ContainerFile] = []
         if inject_pipes:
             injected = inject_dagster_pipes(self._engine.image_env(image), env_layers)
             env_layers.append(injected.env)
             files.extend(injected.files)
+        removals: list[Removal] = []
+        try:
+            invocation = self._run_session(
+                context=context,
+                image=image,
+                image_id=image_id,
+                command=command,
+                env_layers=env_layers,
+                files=files,
+                extras=extras,
+                options=options,
+                timeout_seconds=timeout_seconds,
+                removals=removals,
+            )
+        except BaseException:
+            for removal in removals:
+                try:
+                    removal.wait()
+                except Exception:
+                    logger.warning("Removing the run's container failed", exc_info=True)
+            raise
+        # The container's removal overlapped the session's teardown; it ends before run() does.
+        for removal in removals:
+            removal.wait()
+        return invocation
+
+    def _run_session(
+        self,
+        *,
+        context: OpExecutionContext | AssetExecutionContext,
+        image: str,
+        image_id: str,
+        command: str | Sequence[str] | None,
+        env_layers: list[Mapping[str, str]],
+        files: list[ContainerFile],
+        extras: PipesExtras | None,
+        options: dict[str, Any],
+        timeout_seconds: float | None,
+        removals: list[Removal],
+    ) -> PipesClientCompletedInvocation:
         with (
             _legacy_jobs_noted_at_info(context),
             self._channel.open(
@@ -263,7 +305,10 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                     timeout_seconds=timeout_seconds,
                     on_interrupt=self._on_interrupt(context),
                     graceful_stop=self._forward_termination,
+                    remove_in_background=True,
                 )
+                if outcome.removal is not None:
+                    removals.append(outcome.removal)
             if outcome.exit.exit_code != 0:
                 tail, tail_stream = output_tail(stdout_sink, stderr_sink, TAIL_LINES)
                 raise PipesDockerContainerError(

@@ -20,9 +20,9 @@ from typing import Any, Protocol
 import docker
 import docker.errors
 import docker.types
-from docker.models.containers import _create_container_args
 import requests.exceptions
 import urllib3.exceptions
+from docker.models.containers import _create_container_args
 
 from pipes_docker.errors import (
     PipesDockerEngineError,

@@ -32,7 +32,7 @@ from pipes_docker.errors import (
 from pipes_docker.interrupts import deferred_signals
 from pipes_docker.messages import ByteSink
 
-__all__ = ["ContainerLauncher", "ContainerOutcome"]
+__all__ = ["ContainerLauncher", "ContainerOutcome", "Removal"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +50,39 @@ class _Phase(Enum):
 
 @dataclass(frozen=True)
 class ContainerOutcome:
-    """What happened to a container that ran to its end."""
+    """What happened to a container that ran to its end.
+
+    ``removal`` is set when the removal was left to run in the background: wait for it.
+    """
 
     container_id: str
     container_name: str
     exit: ContainerExit
     duration_seconds: float
+    removal: Removal | None = None
+
+
+class Removal:
+    """A container's removal running on a thread, so it overlaps the caller's own teardown."""
+
+    def __init__(self, engine: ContainerEngine, container_id: str) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._remove, args=(engine, container_id), name="pipes-docker-remove"
+        )
+        self._thread.start()
+
+    def _remove(self, engine: ContainerEngine, container_id: str) -> None:
+        try:
+            engine.remove(container_id)
+        except BaseException as exc:
+            self._error = exc
+
+    def wait(self) -> None:
+        """Block until the container is gone; raise what removing it raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class ContainerLauncher:
@@ -94,13 +121,17 @@ class ContainerLauncher:
         timeout_seconds: float | None = None,
         on_interrupt: Callable[[BaseException], None] | None = None,
         graceful_stop: bool = True,
+        remove_in_background: bool = False,
     ) -> ContainerOutcome:
         """Run the container to its end and return how it ended.
 
         A non-zero exit is an outcome, not an error: the caller decides what it means. When the
         wait is interrupted (an exception from a signal handler, say) the container is stopped,
         with SIGTERM and a grace period if ``graceful_stop`` else at once with SIGKILL, its output
-        is drained, it is removed, and the interruption propagates.
+        is drained, it is removed, and the interruption propagates. With
+        ``remove_in_background``, a container that ran to its end is removed on a thread
+        (``outcome.removal``) while the caller finishes; on every other path removal is done
+        before this returns or raises.
 
         Raises:
             PipesDockerLaunchError: The container could not be created or started.
@@ -110,6 +141,7 @@ class ContainerLauncher:
         phase = _Phase.NOT_CREATED
         container_id = ""
         pump: _Pump | None = None
+        removal: Removal | None = None
         try:
             created = self._engine.create(spec)
             container_id, phase = created.id, _Phase.CREATED
@@ -150,7 +182,9 @@ class ContainerLauncher:
             duration = time.monotonic() - started
             pump.finish(self._drain_timeout)
             pump.raise_failure(container_id, spec.image)
-            return ContainerOutcome(container_id, spec.name, exit_, duration)
+            if remove_in_background:
+                removal = Removal(self._engine, container_id)
+            return ContainerOutcome(container_id, spec.name, exit_, duration, removal)
         except BaseException as exc:
             if phase is _Phase.RUNNING and pump is not None:
                 with deferred_signals():
@@ -167,7 +201,7 @@ class ContainerLauncher:
                         pump.abort()  # never started: nothing more will come
                     else:
                         pump.finish(self._drain_timeout)
-                if phase is not _Phase.NOT_CREATED:
+                if phase is not _Phase.NOT_CREATED and removal is None:
                     self._engine.remove(container_id)
 
     def _wait(

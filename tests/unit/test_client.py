@@ -33,6 +33,7 @@ from pipes_docker import (
     MANAGED_LABEL,
     PipesDockerClient,
     PipesDockerContainerError,
+    PipesDockerEngineError,
     PipesDockerImageError,
     PipesDockerLaunchError,
     PipesDockerTimeoutError,
@@ -749,3 +750,37 @@ def test_remove_orphans_with_zero_age_removes_every_managed_container() -> None:
 
     assert sorted(removed) == sorted(ours)
     assert engine.live_containers() == []
+
+
+class SlowRemove(FakeEngine):
+    """Removal takes a while: run() must still return only once the container is gone."""
+
+    def remove(self, container_id: str) -> None:
+        time.sleep(0.3)
+        super().remove(container_id)
+
+
+def test_run_returns_only_after_the_container_is_removed(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = SlowRemove(pipes_job(metadata={"n": 1}))
+
+    result = run_asset(client_for(engine))
+
+    assert materialization_metadata(result)["n"] == 1
+    assert engine.live_containers() == []
+
+
+class FailingRemove(FakeEngine):
+    def remove(self, container_id: str) -> None:
+        self._record("remove", container_id)
+        raise PipesDockerEngineError("engine went away while removing")
+
+
+def test_a_removal_that_fails_after_a_good_run_fails_the_run(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FailingRemove(pipes_job())
+
+    with pytest.raises(PipesDockerEngineError, match="while removing"):
+        run_asset(client_for(engine))
