@@ -287,6 +287,8 @@ class _Pump:
         self._stream = stream
         self._still_running = still_running
         self._exited = threading.Event()
+        self._last_read = time.monotonic()
+        self._feeding = False
         self._closing = False
         self._failure: BaseException | None = None
         self._sinks: Mapping[int, ByteSink] = {STDOUT: stdout, STDERR: stderr}
@@ -328,7 +330,10 @@ class _Pump:
 
     def _pump(self, feed: Callable[[bytes], None]) -> None:
         while chunk := self._stream.read(_CHUNK_SIZE):
+            self._feeding = True
             feed(chunk)
+            self._feeding = False
+            self._last_read = time.monotonic()
 
     def abort(self) -> None:
         """Cut the stream off now; what has not arrived is lost."""
@@ -337,13 +342,23 @@ class _Pump:
         self._thread.join()
 
     def finish(self, timeout: float) -> None:
-        """Wait for the stream to end; after ``timeout`` seconds, cut it off."""
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            logger.warning(
-                "The engine did not close the container's output stream within %ss; closing it.",
-                timeout,
-            )
+        """Wait for the stream to end; cut it off once it has been idle for ``timeout`` seconds.
+
+        Idle, not in all: the pump may still be busy with output and messages the container
+        wrote just before it exited (handing each message to Dagster takes time), and all of
+        that must arrive. Only a stream on which nothing has come for ``timeout`` is given up.
+        """
+        while True:
+            self._thread.join(min(1.0, timeout))
+            if not self._thread.is_alive():
+                break
+            if not self._feeding and time.monotonic() - self._last_read > timeout:
+                logger.warning(
+                    "The engine sent nothing more on the container's output stream for %ss"
+                    " after the container ended; closing it.",
+                    timeout,
+                )
+                break
         self.abort()
 
     def raise_failure(self, container_id: str, image: str) -> None:

@@ -206,10 +206,32 @@ class MessageTap:
         self._message: bytearray | None = None  # a message-like line being collected
 
     def write(self, data: bytes | memoryview) -> None:
-        data = bytes(data)
-        while data:
-            in_message = self._message is not None
-            data = self._collect(data) if in_message else self._pass_output(data)
+        data = self._carry + bytes(data) if self._carry else bytes(data)
+        self._carry = b""
+        view = memoryview(data)
+        position, size = 0, len(data)
+        while position < size:
+            if self._message is not None:
+                position = self._collect(data, position)
+                continue
+            start = data.find(MESSAGE_START, position)
+            if start < 0:
+                # Hold back a tail that could be the first bytes of a start cut by the chunking.
+                line_start = max(data.rfind(b"\n", position) + 1, position)
+                cut = size - min(len(MESSAGE_START) - 1, size - line_start)
+                if cut > position:
+                    self._output.write(view[position:cut])
+                self._carry = data[cut:]
+                return
+            if start > position:
+                self._output.write(view[position:start])
+            end = data.find(b"\n", start)
+            if end < 0:
+                self._message = bytearray(view[start:])
+                self._check_size()
+                return
+            self._end_line(data[start:end], newline=b"\n")
+            position = end + 1
 
     def close(self) -> None:
         if self._message is not None:
@@ -223,43 +245,27 @@ class MessageTap:
     def tail_lines(self, count: int) -> list[str]:
         return self._output.tail_lines(count)
 
-    def _pass_output(self, data: bytes) -> bytes:
-        """Send output on until a message start; return what follows it, if any."""
-        text = self._carry + data
-        start = text.find(MESSAGE_START)
-        if start < 0:
-            # Hold back a tail that could be the first bytes of a start cut by the chunking.
-            keep = min(len(MESSAGE_START) - 1, len(text) - text.rfind(b"\n") - 1)
-            cut = len(text) - keep
-            if cut:
-                self._output.write(text[:cut])
-            self._carry = text[cut:]
-            return b""
-        if start:
-            self._output.write(text[:start])
-        self._carry = b""
-        self._message = bytearray()
-        return text[start:]
-
-    def _collect(self, data: bytes) -> bytes:
+    def _collect(self, data: bytes, position: int) -> int:
         """Add to the message-like line; at its newline decide what it was."""
         assert self._message is not None
-        end = data.find(b"\n")
+        end = data.find(b"\n", position)
         if end < 0:
-            self._message += data
-            if len(self._message) > MAX_MESSAGE_BYTES:
-                self._on_problem(
-                    f"a line on {self._stream} that starts like a Pipes message is longer than"
-                    f" {MAX_MESSAGE_BYTES >> 20} MiB; passed it on as output."
-                )
-                self._output.write(bytes(self._message))
-                self._message = None
-                self._carry = b""
-            return b""
-        self._message += data[:end]
+            self._message += memoryview(data)[position:]
+            self._check_size()
+            return len(data)
+        self._message += memoryview(data)[position:end]
         line, self._message = bytes(self._message), None
         self._end_line(line, newline=b"\n")
-        return data[end + 1 :]
+        return end + 1
+
+    def _check_size(self) -> None:
+        if self._message is not None and len(self._message) > MAX_MESSAGE_BYTES:
+            self._on_problem(
+                f"a line on {self._stream} that starts like a Pipes message is longer than"
+                f" {MAX_MESSAGE_BYTES >> 20} MiB; passed it on as output."
+            )
+            self._output.write(bytes(self._message))
+            self._message = None
 
     def _end_line(self, line: bytes, *, newline: bytes) -> None:
         self._message = None

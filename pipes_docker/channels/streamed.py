@@ -17,6 +17,8 @@ are cut.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
@@ -86,13 +88,15 @@ class PipesDockerArchiveContextInjector(PipesContextInjector):
 class PipesDockerStdioMessageReader(PipesMessageReader):
     """Reads Pipes messages from the container's own output, as it arrives.
 
-    The container's dagster-pipes writes each message as a line on stderr. The reader does not
-    read anything itself: :meth:`route_output` wraps the output sinks of the run so that the
-    output pump hands it every line that is a message, and the rest on to the sinks. The pump
-    has read the stream to its end before the session closes, so every message written before
-    the container exited is handled.
+    The container's dagster-pipes writes each message as a line on stderr. :meth:`route_output`
+    wraps the output sinks of the run so that the output pump hands this reader every line that
+    is a message, and the rest on to the sinks. Messages are queued and handed to Dagster on a
+    thread of their own: the pump must keep reading at the speed the container writes, because
+    the engine gives a client only seconds after the container exits to take the rest of its
+    output before it closes the stream. When the session closes, every queued message has been
+    handled.
 
-    One instance per run (made by the channel's ``open``): it holds that run's handler.
+    One instance per run (made by the channel's ``open``).
 
     Args:
         warn: Called with a description of every message-like line that was not one.
@@ -100,16 +104,20 @@ class PipesDockerStdioMessageReader(PipesMessageReader):
 
     def __init__(self, *, warn: Callable[[str], None]) -> None:
         self._warn = warn
-        self._handler: PipesMessageHandler | None = None
-        self._dispatcher = MessageDispatcher(self._deliver, self._problem)
+        self._queue: queue.SimpleQueue[Mapping[str, Any] | None] = queue.SimpleQueue()
+        self._dispatcher = MessageDispatcher(self._queue.put, self._problem)
 
     @contextmanager
     def read_messages(self, handler: PipesMessageHandler) -> Iterator[PipesParams]:
-        self._handler = handler
+        thread = threading.Thread(
+            target=self._hand_over, args=(handler,), name="pipes-docker-messages", daemon=True
+        )
+        thread.start()
         try:
             yield {"stdio": "stderr"}
         finally:
-            self._handler = None
+            self._queue.put(None)  # the pump has finished: nothing comes after this
+            thread.join()
 
     def route_output(self, stdout: ByteSink, stderr: ByteSink) -> tuple[ByteSink, ByteSink]:
         # stdout too: with tty=True the engine merges stderr into it.
@@ -118,10 +126,15 @@ class PipesDockerStdioMessageReader(PipesMessageReader):
             MessageTap(stderr, self._dispatcher, self._problem, stream="stderr"),
         )
 
-    def _deliver(self, message: Mapping[str, Any]) -> None:
-        if self._handler is None:
-            raise RuntimeError("a message arrived outside the Pipes session")
-        self._handler.handle_message(cast(PipesMessage, message))
+    def _hand_over(self, handler: PipesMessageHandler) -> None:
+        while (message := self._queue.get()) is not None:
+            try:
+                handler.handle_message(cast(PipesMessage, message))
+            except Exception as exc:
+                self._problem(
+                    f"message {message.get('method')!r} was rejected by the Pipes handler"
+                    f" ({type(exc).__name__}: {exc}); skipped it."
+                )
 
     def _problem(self, description: str) -> None:
         self._warn(f"[pipes-docker] {description}")

@@ -77,3 +77,23 @@ def test_32_concurrent_runs_from_8_processes_deliver_every_message(
         assert containers_of(docker_client, process.pid) == []
     for i in range(8):
         assert list((tmp_path / f"p{i}").iterdir()) == []
+
+
+@pytest.mark.parametrize("transport", ["mounted", "streamed"])
+def test_a_log_flood_slower_to_handle_than_to_write_arrives_whole(
+    transport: str, tmp_path: Path, run_asset: Any
+) -> None:
+    # Dagster takes about a millisecond per log message; the job writes them far faster, and
+    # the engine gives a client only seconds after the container exits to read the rest of its
+    # output. Messages must still all arrive, exactly once.
+    code = """
+from dagster_pipes import open_dagster_pipes
+with open_dagster_pipes() as pipes:
+    for i in range(20_000):
+        pipes.log.info(f"flood {i}")
+"""
+    run = run_asset(make_client(transport, tmp_path), code)
+
+    assert run.success, run.error
+    flood = [m for m in run.log_messages() if m.startswith("flood ")]
+    assert flood == [f"flood {i}" for i in range(20_000)]

@@ -241,3 +241,29 @@ def test_a_stream_ending_with_the_container_costs_no_extra_engine_call() -> None
     ContainerLauncher(engine).run(spec(), stdout=stdout, stderr=stderr)
 
     assert engine.ops().count("wait") == 1
+
+
+class SlowSink(LineSink):
+    """A sink as slow as Dagster's handling of a message flood."""
+
+    def write(self, data: bytes | memoryview) -> None:
+        time.sleep(0.02)
+        super().write(data)
+
+
+def test_a_busy_pump_is_not_cut_off_by_the_drain_timeout() -> None:
+    lines = [f"line {i}\n" for i in range(200)]
+
+    def flood_then_exit(spec: ContainerSpec, box: FakeContainer) -> int:
+        for line in lines:
+            box.stdout(line)
+        return 0
+
+    out = io.StringIO()
+    launcher = ContainerLauncher(FakeEngine(flood_then_exit), drain_timeout_seconds=0.5)
+
+    launcher.run(spec(), stdout=SlowSink([out]), stderr=LineSink())
+
+    # Draining took seconds, far past the 0.5 s timeout, yet nothing was cut off: the stream
+    # was never idle for that long.
+    assert out.getvalue() == "".join(lines)
