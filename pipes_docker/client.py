@@ -6,7 +6,8 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -22,20 +23,34 @@ from dagster import (
     open_pipes_session,
 )
 from dagster._core.definitions.resource_annotation import TreatAsResourceParam
+from dagster._core.pipes.reattach import (
+    PipesLaunchHandle,
+    find_latest_launch_handle,
+    record_external_launch,
+    record_external_reattach,
+)
 from dagster_pipes import PipesExtras
 
 from pipes_docker.channels import (
+    OpenChannel,
     PipesDockerAutoChannel,
     PipesDockerChannel,
     PipesDockerCustomChannel,
 )
 from pipes_docker.demux import TAIL_LINES, LineSink, ProcessStream, StreamTarget, output_tail
-from pipes_docker.engine import ContainerEngine, ContainerFile, DockerEngine
+from pipes_docker.engine import (
+    ContainerEngine,
+    ContainerFile,
+    ContainerSpec,
+    ContainerState,
+    DockerEngine,
+)
 from pipes_docker.errors import PipesDockerContainerError, PipesDockerImageError
 from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import ContainerLauncher, ContainerOutcome, Removal
 from pipes_docker.spec import (
     HOST_LABEL,
+    LEASE_LABEL,
     MANAGED_LABEL,
     PID_LABEL,
     PIDNS_LABEL,
@@ -45,6 +60,7 @@ from pipes_docker.spec import (
     inject_dagster_pipes,
     labels_for,
     merge_container_kwargs,
+    orchestrator_labels,
     pid_namespace,
     pop_environment,
 )
@@ -54,6 +70,9 @@ __all__ = ["PipesDockerClient", "PullPolicy"]
 PullPolicy = Literal["if_not_present", "always", "never"]
 
 logger = logging.getLogger(__name__)
+
+# Names this client's launches in Dagster's event log (reattach).
+CLIENT_NAME = "pipes_docker.PipesDockerClient"
 
 
 class PipesDockerClient(PipesClient, TreatAsResourceParam):
@@ -100,6 +119,12 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             ``channel``); without a ``message_reader``, messages come over stderr.
         message_reader: A dagster ``PipesMessageReader`` of your own (instead of ``channel``);
             without a ``context_injector``, the context goes inline or is copied in.
+        reattach: When a step runs again for the same run lineage (a step retry, a resumed
+            run worker, a re-execution from failure) and the container an earlier attempt
+            launched still exists, adopt it instead of launching another: read its messages
+            (and, where the engine kept it, its output) from the start and wait for it. A
+            container that failed is removed and the job runs afresh. On the streamed
+            transport this keeps the container's output with the engine's log driver.
         engine: The engine seam; defaults to docker-py (``docker_client``). Meant for tests.
     """
 
@@ -118,6 +143,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         channel: PipesDockerChannel | None = None,
         context_injector: PipesContextInjector | None = None,
         message_reader: PipesMessageReader | None = None,
+        reattach: bool = True,
         engine: ContainerEngine | None = None,
     ) -> None:
         if pull_policy not in ("if_not_present", "always", "never"):
@@ -143,6 +169,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 context_injector=context_injector, message_reader=message_reader
             )
         self._channel = channel or PipesDockerAutoChannel()
+        self._reattach = reattach
         self._launcher = ContainerLauncher(
             self._engine, termination_timeout_seconds=termination_timeout_seconds
         )
@@ -268,11 +295,16 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         timeout_seconds: float | None,
         removals: list[Removal],
     ) -> PipesClientCompletedInvocation:
+        adoption = self._adoptable(context) if self._reattach else None
+        if adoption is not None:
+            channel_cm = adoption.reopened
+        else:
+            channel_cm = self._channel.open(
+                engine=self._engine, image=image, warn=context.log.warning
+            )
         with (
             _legacy_jobs_noted_at_info(context),
-            self._channel.open(
-                engine=self._engine, image=image, warn=context.log.warning
-            ) as channel,
+            channel_cm as channel,
             open_pipes_session(
                 # The op context carries the same run; the asset context's wrappers of it are
                 # deprecated and warn when dagster reads them.
@@ -285,18 +317,27 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             context.log.debug(
                 f"[pipes-docker] transport: {channel.transport} ({channel.description})"
             )
-            spec = build_spec(
-                image=image,
-                command=command,
-                name=container_name(context),
-                env_layers=env_layers,
-                bootstrap_env=session.get_bootstrap_env_vars(),
-                labels=labels_for(context),
-                options=options,
-                mounts=channel.mounts,
-                files=[*channel.container_files(), *files],
-            )
-            with self._sinks(spec.name) as (stdout_sink, stderr_sink):
+            if adoption is None:
+                spec = build_spec(
+                    image=image,
+                    command=command,
+                    name=container_name(context),
+                    env_layers=env_layers,
+                    bootstrap_env=session.get_bootstrap_env_vars(),
+                    labels=labels_for(context),
+                    options=options,
+                    mounts=channel.mounts,
+                    files=[*channel.container_files(), *files],
+                    keep_output=self._reattach and channel.keep_output,
+                )
+            else:
+                spec = adoption.spec
+                record_external_reattach(_op_context(context), adoption.handle)
+                context.log.info(
+                    f"[pipes-docker] reattached to container {adoption.state.id[:12]}"
+                    f" ({adoption.state.name}) launched by an earlier attempt of this step"
+                )
+            with self._sinks(spec.name) as (stdout_sink, stderr_sink), self._leased(adoption):
                 stdout, stderr = channel.route_output(stdout_sink, stderr_sink)
                 outcome = self._launcher.run(
                     spec,
@@ -306,13 +347,15 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                     on_interrupt=self._on_interrupt(context),
                     graceful_stop=self._forward_termination,
                     remove_in_background=True,
+                    on_started=self._launch_recorder(context, channel.launch_record),
+                    adopt=adoption.state if adoption is not None else None,
                 )
                 if outcome.removal is not None:
                     removals.append(outcome.removal)
             if outcome.exit.exit_code != 0:
                 tail, tail_stream = output_tail(stdout_sink, stderr_sink, TAIL_LINES)
                 raise PipesDockerContainerError(
-                    image=image,
+                    image=spec.image,
                     container_id=outcome.container_id,
                     exit_code=outcome.exit.exit_code,
                     oom_killed=outcome.exit.oom_killed,
@@ -323,7 +366,84 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 )
         metadata = self._metadata(image, image_id, outcome, spec.name)
         metadata["pipes_docker/transport"] = channel.transport
+        if adoption is not None:
+            metadata["pipes_docker/reattached"] = True
         return PipesClientCompletedInvocation(session, metadata=metadata)
+
+    def _adoptable(self, context: OpExecutionContext | AssetExecutionContext) -> _Adoption | None:
+        """The container an earlier attempt of this step launched, if it can be taken over.
+
+        One still running, or one that ended well, is adopted; one that failed is removed so
+        that this attempt runs the job afresh.
+        """
+        try:
+            handle = find_latest_launch_handle(_op_context(context), client_name=CLIENT_NAME)
+        except Exception:  # no step (a direct invocation) or no instance: nothing to find
+            return None
+        if handle is None or handle.extras.get("engine") != self._engine.address:
+            return None
+        state = self._engine.container_state(handle.external_run_id)
+        if state is None:
+            return None
+        if not state.running and state.exit_code != 0:
+            context.log.info(
+                f"[pipes-docker] container {state.id[:12]} of an earlier attempt exited with"
+                f" code {state.exit_code}; removing it and running the job afresh"
+            )
+            self._engine.remove(state.id)
+            return None
+        reopened = self._channel.reopen(
+            {k: str(v) for k, v in handle.extras.items()}, warn=context.log.warning
+        )
+        if reopened is None:
+            context.log.warning(
+                f"[pipes-docker] container {state.id[:12]} of an earlier attempt is still there,"
+                " but its messages cannot be read again from here (its temp dir is gone, or"
+                " its channel cannot replay them); removing it and running the job afresh"
+            )
+            self._engine.remove(state.id)
+            return None
+        spec = ContainerSpec(
+            image=state.image, name=state.name, command=None, env={}, labels=state.labels
+        )
+        return _Adoption(handle, state, spec, reopened)
+
+    def _launch_recorder(
+        self,
+        context: OpExecutionContext | AssetExecutionContext,
+        launch_record: Mapping[str, str],
+    ) -> Callable[[str], None] | None:
+        if not self._reattach:
+            return None
+
+        def record(container_id: str) -> None:
+            try:
+                record_external_launch(
+                    _op_context(context),
+                    client_name=CLIENT_NAME,
+                    external_run_id=container_id,
+                    extras={"engine": self._engine.address, **launch_record},
+                )
+            except Exception:  # no step to record it for (a direct invocation)
+                logger.debug("Could not record the launch of %s", container_id, exc_info=True)
+
+        return record
+
+    @contextmanager
+    def _leased(self, adoption: _Adoption | None) -> Iterator[None]:
+        """While a container is adopted, a lease says this live process owns it now."""
+        if adoption is None:
+            yield
+            return
+        lease = self._engine.create_lease(
+            adoption.state.id,
+            adoption.state.image,
+            {**orchestrator_labels(), LEASE_LABEL: adoption.state.id},
+        )
+        try:
+            yield
+        finally:
+            self._engine.remove(lease)
 
     def remove_orphans(self, *, older_than: timedelta = timedelta(hours=6)) -> list[str]:
         """Remove containers of ours that a crashed or killed orchestrator left behind.
@@ -344,15 +464,28 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         """
         now = datetime.now(UTC)
         host, pidns = socket.gethostname(), pid_namespace()
-        removed = []
-        for container in self._engine.list_containers({MANAGED_LABEL: "true"}):
-            labels = container.get("Labels") or {}
-            created = datetime.fromtimestamp(int(container.get("Created", 0)), UTC)
+
+        def orchestrator_gone(labels: Mapping[str, str]) -> bool:
             same_process_space = (
                 labels.get(HOST_LABEL) == host and bool(pidns) and labels.get(PIDNS_LABEL) == pidns
             )
-            orchestrator_gone = same_process_space and not _process_alive(labels.get(PID_LABEL, ""))
-            if orchestrator_gone or now - created >= older_than:
+            return same_process_space and not _process_alive(labels.get(PID_LABEL, ""))
+
+        found = list(self._engine.list_containers({MANAGED_LABEL: "true"}))
+        # A container adopted by a live orchestrator (reattach) has a lease naming that one.
+        leased = {
+            (c.get("Labels") or {})[LEASE_LABEL]
+            for c in found
+            if LEASE_LABEL in (c.get("Labels") or {})
+            and not orchestrator_gone(c.get("Labels") or {})
+        }
+        removed = []
+        for container in found:
+            labels = container.get("Labels") or {}
+            if container["Id"] in leased:
+                continue
+            created = datetime.fromtimestamp(int(container.get("Created", 0)), UTC)
+            if orchestrator_gone(labels) or now - created >= older_than:
                 self._engine.remove(container["Id"])
                 removed.append(str(container["Id"]))
         return removed
@@ -441,6 +574,16 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         return {stream: os.path.join(directory, f"{stream}.log") for stream in ("stdout", "stderr")}
 
 
+@dataclass(frozen=True)
+class _Adoption:
+    """A container of an earlier attempt of this step, to be taken over by this one."""
+
+    handle: PipesLaunchHandle
+    state: ContainerState
+    spec: ContainerSpec
+    reopened: AbstractContextManager[OpenChannel]
+
+
 class _NoMessagesIsInfo(logging.Filter):
     """Turn dagster's "did not receive any messages" warning into one info line.
 
@@ -468,6 +611,13 @@ def _legacy_jobs_noted_at_info(
         yield
     finally:
         log.removeFilter(notice)
+
+
+def _op_context(context: OpExecutionContext | AssetExecutionContext) -> OpExecutionContext:
+    """The op context under an asset context: the same step, without deprecated wrappers."""
+    if isinstance(context, AssetExecutionContext):
+        return context.op_execution_context
+    return context
 
 
 def _process_alive(pid_label: str) -> bool:

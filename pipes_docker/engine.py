@@ -37,6 +37,7 @@ __all__ = [
     "ContainerExit",
     "ContainerFile",
     "ContainerSpec",
+    "ContainerState",
     "CreatedContainer",
     "DockerEngine",
     "Mount",
@@ -101,6 +102,19 @@ class ContainerExit:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class ContainerState:
+    """What the engine says about an existing container."""
+
+    id: str
+    name: str
+    image: str
+    running: bool
+    exit_code: int | None  # None while it runs
+    tty: bool
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
 class OutputStream(Protocol):
     """A byte stream read in chunks; ``read`` returns ``b""`` at the end."""
 
@@ -155,6 +169,25 @@ class ContainerEngine(Protocol):
     def remove(self, container_id: str) -> None: ...
 
     def list_containers(self, labels: Mapping[str, str]) -> Sequence[Mapping[str, Any]]: ...
+
+    def container_state(self, container_id: str) -> ContainerState | None:
+        """The container's state, or ``None`` when there is no such container."""
+        ...
+
+    def output_from_start(self, container_id: str) -> OutputStream:
+        """Everything the container wrote, from its start, then what it writes until it ends.
+
+        Read through the logs API, so only for containers whose log driver keeps the output;
+        framed like the attach stream (stdout and stderr apart) unless the container has a TTY.
+
+        Raises:
+            PipesDockerEngineError: The engine cannot replay this container's output.
+        """
+        ...
+
+    def create_lease(self, container_id: str, image: str, labels: Mapping[str, str]) -> str:
+        """Create (never start) a marker container saying who now owns ``container_id``."""
+        ...
 
 
 class DockerEngine:
@@ -420,6 +453,57 @@ class DockerEngine:
             )
         return found
 
+    @retry_transient_engine_errors
+    def container_state(self, container_id: str) -> ContainerState | None:
+        with self._translate(f"inspecting container {container_id[:12]}"):
+            try:
+                attrs = self.client.api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                return None
+        state = attrs.get("State") or {}
+        running = bool(state.get("Running"))
+        if state.get("Status") in ("removing", "dead"):
+            return None
+        return ContainerState(
+            id=str(attrs["Id"]),
+            name=str(attrs.get("Name", "")).lstrip("/"),
+            image=str((attrs.get("Config") or {}).get("Image", "")),
+            running=running,
+            exit_code=None if running else int(state.get("ExitCode", -1)),
+            tty=bool((attrs.get("Config") or {}).get("Tty")),
+            labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
+        )
+
+    @retry_transient_engine_errors
+    def output_from_start(self, container_id: str) -> OutputStream:
+        api = self.client.api
+        with self._translate(f"reading the logs of container {container_id[:12]}"):
+            response = api._get(
+                api._url("/containers/{0}/logs", container_id),
+                params={"stdout": 1, "stderr": 1, "follow": 1},
+                stream=True,
+            )
+            try:
+                api._raise_for_status(response)
+            except docker.errors.APIError as exc:
+                response.close()
+                raise PipesDockerEngineError(
+                    f"The engine at {self.address} cannot replay the output of container"
+                    f" {container_id[:12]}: {_explain(exc)}"
+                ) from exc
+        return _ResponseStream(response)
+
+    @retry_transient_engine_errors
+    def create_lease(self, container_id: str, image: str, labels: Mapping[str, str]) -> str:
+        with self._translate(f"marking container {container_id[:12]} as adopted"):
+            created = self.client.api.create_container(
+                image,
+                command=["true"],
+                labels=dict(labels),
+                host_config=self.client.api.create_host_config(network_mode="none"),
+            )
+        return str(created["Id"])
+
     def _translate(self, action: str) -> _Translate:
         return _Translate(self, action)
 
@@ -488,6 +572,27 @@ class _SocketStream:
             if closable is not None:
                 with contextlib.suppress(OSError, EOFError):
                     closable.close()
+
+
+class _ResponseStream:
+    """A streamed HTTP response (the logs API), read as it arrives, chunked encoding undone."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def read(self, size: int) -> bytes:
+        data: bytes = self._response.raw.read1(size)
+        return data
+
+    def close(self) -> None:
+        raw = self._response.raw
+        sock = getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None)
+        sock = getattr(sock, "_sock", sock)
+        if sock is not None and hasattr(sock, "shutdown"):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(Exception):
+            self._response.close()
 
 
 def _tar(files: Sequence[ContainerFile]) -> bytes:

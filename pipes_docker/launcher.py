@@ -22,8 +22,15 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pipes_docker.demux import STDERR, STDOUT, TAIL_LINES, FrameDemuxer, output_tail
-from pipes_docker.engine import ContainerEngine, ContainerExit, ContainerSpec, OutputStream
+from pipes_docker.engine import (
+    ContainerEngine,
+    ContainerExit,
+    ContainerSpec,
+    ContainerState,
+    OutputStream,
+)
 from pipes_docker.errors import (
+    PipesDockerEngineError,
     PipesDockerError,
     PipesDockerOutputError,
     PipesDockerTimeoutError,
@@ -122,6 +129,8 @@ class ContainerLauncher:
         on_interrupt: Callable[[BaseException], None] | None = None,
         graceful_stop: bool = True,
         remove_in_background: bool = False,
+        on_started: Callable[[str], None] | None = None,
+        adopt: ContainerState | None = None,
     ) -> ContainerOutcome:
         """Run the container to its end and return how it ended.
 
@@ -133,6 +142,11 @@ class ContainerLauncher:
         (``outcome.removal``) while the caller finishes; on every other path removal is done
         before this returns or raises.
 
+        With ``adopt``, no container is made: that existing one (running, or ended) is driven
+        from where it is, its output read from its start through the logs API (falling back to
+        the attach stream, from now on, when its log driver keeps nothing). ``on_started`` is
+        called with the id of a container this call started.
+
         Raises:
             PipesDockerLaunchError: The container could not be created or started.
             PipesDockerTimeoutError: It ran longer than ``timeout_seconds`` and was stopped.
@@ -143,20 +157,27 @@ class ContainerLauncher:
         pump: _Pump | None = None
         removal: Removal | None = None
         try:
-            created = self._engine.create(spec)
-            container_id, phase = created.id, _Phase.CREATED
-            if spec.files:
-                self._engine.copy_files(container_id, spec.image, spec.files)
-            stream = self._engine.attach(container_id)
+            if adopt is None:
+                created = self._engine.create(spec)
+                container_id, phase, tty = created.id, _Phase.CREATED, created.tty
+                if spec.files:
+                    self._engine.copy_files(container_id, spec.image, spec.files)
+                stream = self._engine.attach(container_id)
+            else:
+                container_id, phase, tty = adopt.id, _Phase.CREATED, adopt.tty
+                stream = self._replay(container_id)
             pump = _Pump(
                 stream,
                 stdout,
                 stderr,
-                multiplexed=not created.tty,
+                multiplexed=not tty,
                 still_running=self._still_running(container_id),
             )
-            self._engine.start(container_id, spec.image)
+            if adopt is None:
+                self._engine.start(container_id, spec.image)
             phase = _Phase.RUNNING
+            if adopt is None and on_started is not None:
+                on_started(container_id)
             started = time.monotonic()
             exit_ = self._wait(container_id, started, timeout_seconds, pump, spec.image)
             if exit_ is not None:
@@ -230,6 +251,22 @@ class ContainerLauncher:
             if exit_ is not None:
                 return exit_
 
+    def _replay(self, container_id: str) -> OutputStream:
+        try:
+            return self._engine.output_from_start(container_id)
+        except PipesDockerEngineError as exc:
+            if getattr(exc, "transient", False):
+                raise
+            logger.info(
+                "Container %s keeps no logs (%s): reading its output from now on.",
+                container_id[:12],
+                exc,
+            )
+            try:
+                return self._engine.attach(container_id)
+            except Exception:  # an ended container cannot be attached to: nothing more comes
+                return _EmptyStream()
+
     def _still_running(self, container_id: str) -> Callable[[], bool]:
         """Asked by the pump when the output stream ends: is the container still running?
 
@@ -266,6 +303,14 @@ class ContainerLauncher:
                 pump.abort()
                 return
         pump.finish(self._drain_timeout)
+
+
+class _EmptyStream:
+    def read(self, size: int) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
 
 
 class _StreamCut(Exception):

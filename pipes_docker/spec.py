@@ -24,6 +24,7 @@ __all__ = [
     "HOST_LABEL",
     "INJECT_PATH",
     "LABEL_PREFIX",
+    "LEASE_LABEL",
     "MANAGED_LABEL",
     "PIDNS_LABEL",
     "PID_LABEL",
@@ -33,6 +34,7 @@ __all__ = [
     "inject_dagster_pipes",
     "labels_for",
     "merge_container_kwargs",
+    "orchestrator_labels",
     "pid_namespace",
     "pop_environment",
 ]
@@ -44,6 +46,8 @@ PID_LABEL = f"{LABEL_PREFIX}.orchestrator-pid"
 # Hostname and pid name a process only within one PID namespace: two orchestrator containers on
 # host networking share a hostname, not their pids.
 PIDNS_LABEL = f"{LABEL_PREFIX}.orchestrator-pidns"
+# On a lease container: the id of the container a live orchestrator adopted (reattach).
+LEASE_LABEL = f"{LABEL_PREFIX}.lease-for"
 
 
 # Where an injected dagster_pipes appears in the container (inject_pipes=True).
@@ -154,6 +158,7 @@ def build_spec(
     options: dict[str, Any],
     mounts: Sequence[Mount],
     files: Sequence[ContainerFile] = (),
+    keep_output: bool = False,
 ) -> ContainerSpec:
     env: dict[str, str] = {}
     for layer in env_layers:
@@ -163,8 +168,10 @@ def build_spec(
     volumes = _normalize_volumes(options.pop("volumes", None))
     options.setdefault("init", True)  # forwards SIGTERM to the job and reaps its children
     # The output is captured from the attach stream; a log driver would write it all to disk a
-    # second time (about 4x the cost on a 100 MB flood). A user's log_config wins.
-    options.setdefault("log_config", {"type": "none", "config": {}})
+    # second time (about 4x the cost on a 100 MB flood), unless it must be read again after a
+    # reattach (keep_output: the engine's default driver). A user's log_config wins.
+    if not keep_output:
+        options.setdefault("log_config", {"type": "none", "config": {}})
     name = options.pop("name", None) or name
     return ContainerSpec(
         image=image,
@@ -179,13 +186,18 @@ def build_spec(
     )
 
 
-def labels_for(context: OpExecutionContext | AssetExecutionContext) -> dict[str, str]:
-    labels = {
+def orchestrator_labels() -> dict[str, str]:
+    """Labels naming this process: whose container it is, for the orphan sweep."""
+    return {
         MANAGED_LABEL: "true",
         HOST_LABEL: socket.gethostname(),
         PID_LABEL: str(os.getpid()),
         PIDNS_LABEL: pid_namespace(),
     }
+
+
+def labels_for(context: OpExecutionContext | AssetExecutionContext) -> dict[str, str]:
+    labels = orchestrator_labels()
     for key, read in (
         ("dagster-run-id", lambda: context.run.run_id),
         ("dagster-job", lambda: context.run.job_name),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 
 from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
 from pipes_docker.channels.mounted import DEFAULT_MOUNT_PATH, PipesDockerMountedChannel
@@ -57,3 +57,8 @@ class PipesDockerAutoChannel(PipesDockerChannel):
         else:
             with self._streamed.open_unchecked(warn=warn, reason=probe.reason) as opened:
                 yield opened
+
+    def reopen(
+        self, record: Mapping[str, str], *, warn: Callable[[str], None]
+    ) -> AbstractContextManager[OpenChannel] | None:
+        return self._mounted.reopen(record, warn=warn) or self._streamed.reopen(record, warn=warn)

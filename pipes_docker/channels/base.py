@@ -12,21 +12,40 @@ lives in what :meth:`PipesDockerChannel.open` yields, so one channel serves conc
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 
 from dagster import PipesContextInjector, PipesMessageReader
+from dagster_pipes import PipesContextData, PipesParams
 
 from pipes_docker.engine import ContainerEngine, ContainerFile, Mount
 from pipes_docker.messages import ByteSink
 
-__all__ = ["OpenChannel", "OutputRoute", "PipesDockerChannel", "Transport", "output_unchanged"]
+__all__ = [
+    "OpenChannel",
+    "OutputRoute",
+    "PipesDockerChannel",
+    "ReattachedContextInjector",
+    "Transport",
+    "output_unchanged",
+]
 
 # Recorded in each run's metadata as ``pipes_docker/transport``.
 Transport = str
 
 OutputRoute = Callable[[ByteSink, ByteSink], tuple[ByteSink, ByteSink]]
+
+
+class ReattachedContextInjector(PipesContextInjector):
+    """For a container adopted after a restart: its context went in when it was launched."""
+
+    @contextmanager
+    def inject_context(self, context_data: PipesContextData) -> Iterator[PipesParams]:
+        yield {}
+
+    def no_messages_debug_text(self) -> str:
+        return "The container was adopted after a restart; its context went in at its launch."
 
 
 def _no_files() -> Sequence[ContainerFile]:
@@ -52,6 +71,10 @@ class OpenChannel:
             Pipes session is open (the context is known only then).
         route_output: Wraps the sinks of the container's stdout and stderr, for a channel whose
             messages travel in that output.
+        launch_record: What :meth:`PipesDockerChannel.reopen` needs to read this run's messages
+            again from another process (recorded with the launch); empty when it cannot.
+        keep_output: Whether the engine must keep the container's output (a log driver that
+            can replay it) for the messages to be read again after a reattach.
     """
 
     transport: Transport
@@ -61,6 +84,8 @@ class OpenChannel:
     mounts: Sequence[Mount] = ()
     container_files: Callable[[], Sequence[ContainerFile]] = _no_files
     route_output: OutputRoute = output_unchanged
+    launch_record: Mapping[str, str] = field(default_factory=dict)
+    keep_output: bool = False
 
 
 class PipesDockerChannel(ABC):
@@ -80,3 +105,13 @@ class PipesDockerChannel(ABC):
         Raises:
             PipesDockerChannelError: The channel cannot work with this engine.
         """
+
+    def reopen(
+        self, record: Mapping[str, str], *, warn: Callable[[str], None]
+    ) -> AbstractContextManager[OpenChannel] | None:
+        """Read the messages of a container launched earlier (by a process now gone) again.
+
+        ``record`` is the ``launch_record`` of that run's channel. Returns ``None`` when this
+        channel cannot read them again; the caller then launches afresh.
+        """
+        return None

@@ -24,14 +24,14 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 
 import orjson
 from dagster import PipesContextInjector
 from dagster_pipes import PipesContextData, PipesParams
 
-from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
+from pipes_docker.channels.base import OpenChannel, PipesDockerChannel, ReattachedContextInjector
 from pipes_docker.channels.probe import ProbeResult, probe_shared_dir
 from pipes_docker.engine import ContainerEngine, Mount
 from pipes_docker.errors import PipesDockerChannelError
@@ -160,9 +160,39 @@ class PipesDockerMountedChannel(PipesDockerChannel):
                     poll_interval=self._poll_interval,
                 ),
                 mounts=[Mount(self._engine_path(io_dir), self._mount_path)],
+                launch_record={"transport": self.transport, "io_dir": io_dir},
             )
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+    def reopen(
+        self, record: Mapping[str, str], *, warn: Callable[[str], None]
+    ) -> AbstractContextManager[OpenChannel] | None:
+        io_dir = record.get("io_dir", "")
+        root = os.path.dirname(io_dir)
+        ours = os.path.basename(io_dir) == "io" and os.path.basename(root).startswith(
+            "pipes-docker-"
+        )
+        if record.get("transport") != self.transport or not ours or not os.path.isdir(io_dir):
+            return None  # another machine's, or cleaned up: the messages cannot be re-read
+        return self._reopened(io_dir, warn)
+
+    @contextmanager
+    def _reopened(self, io_dir: str, warn: Callable[[str], None]) -> Iterator[OpenChannel]:
+        try:
+            yield OpenChannel(
+                transport=self.transport,
+                description=f"reattached: messages re-read from {io_dir} from the start",
+                context_injector=ReattachedContextInjector(),
+                message_reader=PipesDockerFileMessageReader(
+                    os.path.join(io_dir, MESSAGES_FILE),
+                    self._container_path(MESSAGES_FILE),
+                    warn=warn,
+                    poll_interval=self._poll_interval,
+                ),
+            )
+        finally:
+            shutil.rmtree(os.path.dirname(io_dir), ignore_errors=True)
 
     def _engine_path(self, local_path: str) -> str:
         if self._host_temp_dir_root is None or self._temp_dir_root is None:

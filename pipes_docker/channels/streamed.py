@@ -20,14 +20,14 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from dagster import PipesContextInjector, PipesMessageReader
 from dagster_pipes import PipesContextData, PipesMessage, PipesParams, encode_param
 
-from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
+from pipes_docker.channels.base import OpenChannel, PipesDockerChannel, ReattachedContextInjector
 from pipes_docker.engine import ContainerEngine, ContainerFile
 from pipes_docker.messages import ByteSink, MessageDispatcher, MessageTap
 
@@ -197,6 +197,27 @@ class PipesDockerStreamedChannel(PipesDockerChannel):
             context_injector=injector,
             message_reader=reader,
             container_files=injector.container_files,
+            route_output=reader.route_output,
+            launch_record={"transport": self.transport},
+            # Messages travel in the output: a reattach can only re-read them from the logs.
+            keep_output=True,
+        )
+
+    def reopen(
+        self, record: Mapping[str, str], *, warn: Callable[[str], None]
+    ) -> AbstractContextManager[OpenChannel] | None:
+        if record.get("transport") != self.transport:
+            return None
+        return self._reopened(warn)
+
+    @contextmanager
+    def _reopened(self, warn: Callable[[str], None]) -> Iterator[OpenChannel]:
+        reader = PipesDockerStdioMessageReader(warn=warn)
+        yield OpenChannel(
+            transport=self.transport,
+            description="reattached: messages re-read from the container's logs from the start",
+            context_injector=ReattachedContextInjector(),
+            message_reader=reader,
             route_output=reader.route_output,
         )
 

@@ -36,5 +36,3 @@ def client_for(pipes_root: Path) -> Callable[..., PipesDockerClient]:
         return PipesDockerClient(engine=engine, **kwargs)
 
     return make
-
-

@@ -26,7 +26,13 @@ from typing import Any
 
 import docker.utils
 
-from pipes_docker.engine import ContainerExit, ContainerFile, ContainerSpec, CreatedContainer
+from pipes_docker.engine import (
+    ContainerExit,
+    ContainerFile,
+    ContainerSpec,
+    ContainerState,
+    CreatedContainer,
+)
 
 _engine_numbers = itertools.count(1)
 
@@ -102,6 +108,8 @@ class FakeContainer:
     removed: bool = False
     created: float = field(default_factory=time.time)
     files: dict[str, bytes] = field(default_factory=dict)
+    written: bytearray = field(default_factory=bytearray)  # all output, for replays
+    replays: list[FakeStream] = field(default_factory=list)
     to_local: Callable[[str], str] = lambda path: path
     thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -133,10 +141,16 @@ class FakeContainer:
         return bool(self.spec.options.get("tty"))
 
     def stdout(self, data: str | bytes) -> None:
-        self.stream.push(_bytes(data) if self.tty else frame(STDOUT, _bytes(data)))
+        self._push(_bytes(data) if self.tty else frame(STDOUT, _bytes(data)))
 
     def stderr(self, data: str | bytes) -> None:
-        self.stream.push(_bytes(data) if self.tty else frame(STDERR, _bytes(data)))
+        self._push(_bytes(data) if self.tty else frame(STDERR, _bytes(data)))
+
+    def _push(self, data: bytes) -> None:
+        self.written += data
+        self.stream.push(data)
+        for replay in self.replays:
+            replay.push(data)
 
     def _run(self, errors: list[BaseException]) -> None:
         try:
@@ -157,6 +171,8 @@ class FakeContainer:
                 return  # already killed by stop() or remove()
             self.exit = outcome
             self.stream.end()
+            for replay in self.replays:
+                replay.end()
             self.exited.set()
 
 
@@ -318,6 +334,43 @@ class FakeEngine:
         container.stop_requested.set()
         container._finish(137)  # force=True kills a container that still runs
         container.removed = True
+
+    def container_state(self, container_id: str) -> ContainerState | None:
+        self._record("container_state", container_id)
+        container = self.containers.get(container_id)
+        if container is None or container.removed:
+            return None
+        running = container.thread is not None and not container.exited.is_set()
+        return ContainerState(
+            id=container_id,
+            name=container.spec.name,
+            image=container.spec.image,
+            running=running,
+            exit_code=None if running or container.exit is None else container.exit.exit_code,
+            tty=container.tty,
+            labels=dict(container.spec.labels),
+        )
+
+    def output_from_start(self, container_id: str) -> FakeStream:
+        """Everything written so far, then the rest: the fake keeps a copy of all output."""
+        self._record("output_from_start", container_id)
+        container = self.containers[container_id]
+        replay = FakeStream(self._rng)
+        replay.push(bytes(container.written))
+        container.replays.append(replay)
+        if container.exited.is_set():
+            replay.end()
+        return replay
+
+    def create_lease(self, container_id: str, image: str, labels: Mapping[str, str]) -> str:
+        self._record("create_lease", container_id)
+        spec = ContainerSpec(
+            image=image, name=f"lease-{container_id[:8]}", command=None, env={}, labels=labels
+        )
+        lease_id = hashlib.sha256(f"lease {len(self.containers)}".encode()).hexdigest()
+        lease = FakeContainer(lease_id, spec, exits_with(0), FakeStream(self._rng))
+        self.containers[lease_id] = lease
+        return lease_id
 
     def list_containers(self, labels: Mapping[str, str]) -> Sequence[Mapping[str, Any]]:
         self._record("list_containers", ",".join(labels))
