@@ -15,6 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+import json
+import re
+
 import orjson
 
 __all__ = [
@@ -45,16 +48,28 @@ _PREVIEW_CHARS = 200
 # it, rather than only looking at line starts, also finds a message written right after a user's
 # unfinished line ("progress: " + message).
 MESSAGE_START = b'{"' + PIPES_VERSION_KEY.encode() + b'"'
-# A message line longer than this is not held in memory: it is passed on as output.
+# A message line longer than this is not held in memory: it is skipped (or passed on as output).
 MAX_MESSAGE_BYTES = 512 << 20
+# Integers this long may not fit 64 bits; orjson would make them floats.
+_LONG_DIGITS = re.compile(rb"\d{19}")
 
 
-def decode_message(line: bytes) -> tuple[Mapping[str, Any] | None, str | None]:
-    """``(message, None)`` for a Pipes message line, else ``(None, why it is not one)``."""
+def decode_message(line: bytes | bytearray) -> tuple[Mapping[str, Any] | None, str | None]:
+    """``(message, None)`` for a Pipes message line, else ``(None, why it is not one)``.
+
+    orjson is fast but stricter than what dagster-pipes writes (Python's ``json.dumps``):
+    ``NaN``/``Infinity``, lone surrogates, integers past 64 bits (which orjson would turn into
+    floats). Such lines are decoded again with the standard library, so they arrive as written.
+    """
     try:
         message = orjson.loads(line)
+        if _LONG_DIGITS.search(line):
+            message = json.loads(line)
     except orjson.JSONDecodeError as exc:
-        return None, f"is not valid JSON ({exc})"
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return None, f"is not valid JSON ({exc})"
     if not (
         isinstance(message, dict)
         and PIPES_VERSION_KEY in message
@@ -118,6 +133,7 @@ class MessageLineParser:
         self._dispatcher = MessageDispatcher(on_message, on_problem)
         self._on_problem = on_problem
         self._partial = bytearray()
+        self._skipping = False  # inside a line past the cap, until its newline
         self.line_number = 0
 
     @property
@@ -125,17 +141,38 @@ class MessageLineParser:
         return self._dispatcher.messages_handled
 
     def feed(self, chunk: bytes) -> None:
+        if self._skipping:
+            end = chunk.find(b"\n")
+            if end < 0:
+                return
+            self._skipping = False
+            chunk = chunk[end + 1 :]
         if b"\n" not in chunk:
             self._partial += chunk
+            self._check_size()
             return
         lines = chunk.split(b"\n")
         if self._partial:
             self._partial += lines[0]
-            lines[0] = bytes(self._partial)
-            self._partial.clear()
+            lines[0] = self._partial  # type: ignore[call-overload]
+            self._partial = bytearray()
         self._partial += lines.pop()
         for line in lines:
             self._handle_line(line)
+        self._check_size()
+
+    def _check_size(self) -> None:
+        """Give up on a line past the cap: skip it to its newline instead of holding it."""
+        if len(self._partial) <= MAX_MESSAGE_BYTES:
+            return
+        self.line_number += 1
+        self._on_problem(
+            f"line {self.line_number} of the message stream is longer than"
+            f" {MAX_MESSAGE_BYTES >> 20} MiB; skipped it. It starts with:"
+            f" {_preview(bytes(self._partial[:_PREVIEW_CHARS]))}"
+        )
+        self._partial = bytearray()
+        self._skipping = True
 
     def finish(self) -> None:
         """Report a last line that never got its newline: its writer died mid-message."""
@@ -148,7 +185,7 @@ class MessageLineParser:
             )
         self._partial.clear()
 
-    def _handle_line(self, line: bytes) -> None:
+    def _handle_line(self, line: bytes | bytearray) -> None:
         self.line_number += 1
         if not line.strip():
             return
@@ -281,6 +318,6 @@ class MessageTap:
         self._output.write(line + newline)
 
 
-def _preview(line: bytes) -> str:
+def _preview(line: bytes | bytearray) -> str:
     text = line[:_PREVIEW_CHARS].decode("utf-8", errors="replace")
     return repr(text) + ("..." if len(line) > _PREVIEW_CHARS else "")
