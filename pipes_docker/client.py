@@ -561,7 +561,24 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             "pipes_docker/duration_seconds": MetadataValue.float(
                 round(outcome.duration_seconds, 3)
             ),
+            "pipes_docker/engine": self._engine.address,
         }
+        digests = self._engine.image_digests(image_id)
+        if digests:
+            metadata["pipes_docker/image_digest"] = digests[0]
+        for key, value in (
+            ("started_at", outcome.exit.started_at),
+            ("finished_at", outcome.exit.finished_at),
+        ):
+            if value:
+                metadata[f"pipes_docker/{key}"] = value
+        # Resource use, as far as the engine reported it: missing figures are left out.
+        for key, figure in outcome.usage.items():
+            metadata[f"pipes_docker/{key}"] = (
+                MetadataValue.float(float(figure))
+                if isinstance(figure, float)
+                else MetadataValue.int(int(figure))
+            )
         for stream, path in self._log_paths(container_name).items():
             metadata[f"pipes_docker/{stream}_log"] = MetadataValue.path(path)
         return metadata

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import socket
 import tarfile
@@ -32,6 +33,8 @@ from pipes_docker.errors import (
 )
 from pipes_docker.retry import retry_transient_engine_errors
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "ContainerEngine",
     "ContainerExit",
@@ -42,6 +45,7 @@ __all__ = [
     "DockerEngine",
     "Mount",
     "OutputStream",
+    "ResourceSampler",
 ]
 
 
@@ -100,6 +104,8 @@ class ContainerExit:
     oom_killed: bool = False
     memory_limit: int | None = None
     error: str | None = None
+    started_at: str | None = None  # the engine's timestamps, RFC 3339
+    finished_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,14 @@ class ContainerState:
     exit_code: int | None  # None while it runs
     tty: bool
     labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class ResourceSampler(Protocol):
+    """Samples a container's resource use while it runs."""
+
+    def stop(self) -> Mapping[str, int | float]:
+        """Stop sampling; the figures the engine reported (those it did not are left out)."""
+        ...
 
 
 class OutputStream(Protocol):
@@ -133,6 +147,15 @@ class ContainerEngine(Protocol):
 
     def image_id(self, image: str) -> str | None:
         """The id of ``image`` on the engine, or ``None`` when it is not there."""
+        ...
+
+    def image_digests(self, image_id: str) -> Sequence[str]:
+        """The registry digests (``repo@sha256:...``) of an image seen by ``image_id``; empty
+        for an image built or loaded locally."""
+        ...
+
+    def usage(self, container_id: str) -> ResourceSampler:
+        """Start sampling the running container's resource use (the engine's stats stream)."""
         ...
 
     def image_env(self, image: str) -> Mapping[str, str]:
@@ -202,6 +225,7 @@ class DockerEngine:
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self._client = client
         self._lock = threading.Lock()
+        self._digests: dict[str, list[str]] = {}
 
     @property
     def client(self) -> docker.DockerClient:
@@ -220,17 +244,38 @@ class DockerEngine:
 
     @property
     def address(self) -> str:
+        """Where the engine is, without credentials: ``unix:///...``, ``tcp://...``, ``ssh://...``."""
         if self._client is None:
-            return _env_address()
-        return str(self._client.api.base_url)
+            return _without_credentials(_env_address())
+        api = self._client.api
+        base_url = str(api.base_url)
+        try:
+            adapter = api.get_adapter(base_url)
+        except Exception:
+            adapter = None
+        if getattr(adapter, "socket_path", None):
+            return f"unix://{adapter.socket_path}"
+        if getattr(adapter, "ssh_host", None):
+            return _without_credentials(f"ssh://{adapter.ssh_host}")
+        return _without_credentials(
+            base_url.replace("https://", "tcp://").replace("http://", "tcp://")
+        )
 
     @retry_transient_engine_errors
     def image_id(self, image: str) -> str | None:
         with self._translate(f"inspecting image {image!r}"):
             try:
-                return str(self.client.api.inspect_image(image)["Id"])
+                attrs = self.client.api.inspect_image(image)
             except docker.errors.ImageNotFound:
                 return None
+        with self._lock:
+            self._digests[str(attrs["Id"])] = list(attrs.get("RepoDigests") or [])
+        return str(attrs["Id"])
+
+    def image_digests(self, image_id: str) -> Sequence[str]:
+        # Read from the inspect image_id() made for this run: no round trip of its own.
+        with self._lock:
+            return list(self._digests.get(image_id, ()))
 
     @retry_transient_engine_errors
     def image_env(self, image: str) -> Mapping[str, str]:
@@ -411,18 +456,23 @@ class DockerEngine:
                 raise
             exit_code = int(result.get("StatusCode", -1))
             error = (result.get("Error") or {}).get("Message") or None
-            oom_killed, memory_limit = False, None
-            if exit_code != 0:
-                try:
-                    attrs = self.client.api.inspect_container(container_id)
-                except docker.errors.NotFound:
-                    attrs = {"State": {"Status": "removed"}}
-                state = attrs.get("State", {})
-                oom_killed = bool(state.get("OOMKilled"))
-                memory_limit = attrs.get("HostConfig", {}).get("Memory") or None
-                if state.get("Status") in ("removed", "removing", "dead"):
-                    error = "the container was removed by someone else while it ran"
-        return ContainerExit(exit_code, oom_killed, memory_limit, error)
+            try:
+                attrs = self.client.api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                attrs = {"State": {"Status": "removed"}}
+            state = attrs.get("State", {})
+            oom_killed = bool(state.get("OOMKilled"))
+            memory_limit = attrs.get("HostConfig", {}).get("Memory") or None
+            if exit_code != 0 and state.get("Status") in ("removed", "removing", "dead"):
+                error = "the container was removed by someone else while it ran"
+        return ContainerExit(
+            exit_code,
+            oom_killed,
+            memory_limit,
+            error,
+            started_at=_timestamp(state.get("StartedAt")),
+            finished_at=_timestamp(state.get("FinishedAt")),
+        )
 
     @retry_transient_engine_errors
     def stop(self, container_id: str, grace_seconds: float) -> None:
@@ -473,6 +523,9 @@ class DockerEngine:
             tty=bool((attrs.get("Config") or {}).get("Tty")),
             labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
         )
+
+    def usage(self, container_id: str) -> ResourceSampler:
+        return _StatsSampler(self.client.api, container_id)
 
     @retry_transient_engine_errors
     def output_from_start(self, container_id: str) -> OutputStream:
@@ -574,6 +627,73 @@ class _SocketStream:
                     closable.close()
 
 
+class _StatsSampler:
+    """Reads the engine's stats stream (one sample a second, pushed by the engine) on a thread.
+
+    One connection and a JSON document a second: nothing a run would notice. Peak memory is the
+    cgroup's own high-water mark where the engine reports one (cgroup v1), else the highest
+    sample; CPU seconds and block I/O bytes are the engine's running totals at the last sample.
+    A job shorter than the first sample reports none of them.
+    """
+
+    def __init__(self, api: Any, container_id: str) -> None:
+        self._api = api
+        self._container_id = container_id
+        self._figures: dict[str, int | float] = {}
+        self._response: Any = None
+        self._closing = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._sample, name="pipes-docker-stats", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        try:
+            response = self._api._get(
+                self._api._url("/containers/{0}/stats", self._container_id),
+                params={"stream": True},
+                stream=True,
+            )
+            with self._lock:
+                self._response = response
+                if self._closing:
+                    return
+            for sample in self._api._stream_helper(response, decode=True):
+                self._take(sample)
+        except Exception:  # stats are a nicety: a run never fails for want of them
+            logger.debug("Stats of %s unavailable", self._container_id[:12], exc_info=True)
+        finally:
+            self._close_response()
+
+    def _take(self, sample: Mapping[str, Any]) -> None:
+        memory = sample.get("memory_stats") or {}
+        peak = memory.get("max_usage") or memory.get("usage")
+        figures = dict(self._figures)
+        if peak:
+            figures["peak_memory_bytes"] = max(int(peak), int(figures.get("peak_memory_bytes", 0)))
+        cpu_ns = ((sample.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+        if cpu_ns:
+            figures["cpu_seconds"] = round(int(cpu_ns) / 1e9, 3)
+        io_entries = (sample.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
+        for op, key in (("read", "read_bytes"), ("write", "write_bytes")):
+            values = [int(e.get("value", 0)) for e in io_entries if str(e.get("op")).lower() == op]
+            if values:
+                figures[key] = max(sum(values), int(figures.get(key, 0)))
+        self._figures = figures
+
+    def _close_response(self) -> None:
+        with self._lock:
+            self._closing = True
+            response, self._response = self._response, None
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.close()
+
+    def stop(self) -> Mapping[str, int | float]:
+        self._close_response()
+        self._thread.join(1.0)
+        return dict(self._figures)
+
+
 class _ResponseStream:
     """A streamed HTTP response (the logs API), read as it arrives, chunked encoding undone."""
 
@@ -629,6 +749,13 @@ def _is_missing_bind_source(exc: docker.errors.APIError) -> bool:
     # Podman: 'statfs ...: no such file or directory'.
     text = _explain(exc).lower()
     return "does not exist" in text or "no such file or directory" in text
+
+
+def _timestamp(value: Any) -> str | None:
+    """The engine's RFC 3339 time, or None for its zero time (never started or finished)."""
+    if not value or str(value).startswith("0001-01-01"):
+        return None
+    return str(value)
 
 
 def _tty(spec: ContainerSpec) -> bool:
@@ -695,6 +822,15 @@ def _client_from_env() -> docker.DockerClient:
     if os.environ.get("DOCKER_TLS_VERIFY"):
         client.api.trust_env = False
     return client
+
+
+def _without_credentials(address: str) -> str:
+    """``ssh://user:secret@host`` -> ``ssh://host``: addresses go into errors and metadata."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        return address
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def _env_address() -> str:

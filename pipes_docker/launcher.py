@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from pipes_docker.demux import STDERR, STDOUT, TAIL_LINES, FrameDemuxer, output_tail
@@ -67,6 +67,7 @@ class ContainerOutcome:
     exit: ContainerExit
     duration_seconds: float
     removal: Removal | None = None
+    usage: Mapping[str, int | float] = field(default_factory=dict)
 
 
 class Removal:
@@ -178,8 +179,12 @@ class ContainerLauncher:
             phase = _Phase.RUNNING
             if adopt is None and on_started is not None:
                 on_started(container_id)
+            sampler = self._engine.usage(container_id)
             started = time.monotonic()
-            exit_ = self._wait(container_id, started, timeout_seconds, pump, spec.image)
+            try:
+                exit_ = self._wait(container_id, started, timeout_seconds, pump, spec.image)
+            finally:
+                usage = sampler.stop()
             if exit_ is not None:
                 pump.container_exited()
             if exit_ is None:
@@ -205,7 +210,7 @@ class ContainerLauncher:
             pump.raise_failure(container_id, spec.image)
             if remove_in_background:
                 removal = Removal(self._engine, container_id)
-            return ContainerOutcome(container_id, spec.name, exit_, duration, removal)
+            return ContainerOutcome(container_id, spec.name, exit_, duration, removal, usage)
         except BaseException as exc:
             if phase is _Phase.RUNNING and pump is not None:
                 with deferred_signals():

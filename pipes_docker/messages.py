@@ -12,11 +12,10 @@ are Pipes messages and passes everything else through, byte for byte, to the out
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
-
 import json
 import re
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import orjson
 

@@ -353,3 +353,31 @@ def test_timeout_stops_the_container_and_says_after_how_long(
     assert not run.success
     assert "timed out after 2 seconds" in run.error
     assert time.monotonic() - started < 30
+
+
+def test_run_metadata_has_the_engines_view_and_the_jobs_resource_use(
+    make_client: MakeClient, run_asset: RunAsset
+) -> None:
+    code = """
+import time
+from dagster_pipes import open_dagster_pipes
+with open_dagster_pipes() as pipes:
+    ballast = bytearray(64 * 1024 * 1024)  # 64 MiB held while the engine samples
+    started = time.time()
+    while time.time() - started < 2.5:  # busy: CPU seconds to count
+        pass
+    pipes.report_asset_materialization(metadata={"done": True})
+"""
+    run = run_asset(make_client(), code)
+
+    assert run.success, run.error
+    metadata = run.metadata
+    assert metadata["pipes_docker/peak_memory_bytes"] >= 64 * 1024 * 1024
+    assert (
+        1.0 <= metadata["pipes_docker/cpu_seconds"] <= metadata["pipes_docker/duration_seconds"] + 1
+    )
+    assert metadata["pipes_docker/started_at"] < metadata["pipes_docker/finished_at"]
+    assert metadata["pipes_docker/started_at"].startswith("20")
+    assert metadata["pipes_docker/engine"].startswith(("unix://", "tcp://", "ssh://"))
+    assert "@" not in metadata["pipes_docker/engine"]
+    assert "pipes_docker/image_digest" not in metadata  # built here: no registry digest to give

@@ -57,6 +57,14 @@ def never_exits(spec: ContainerSpec, box: FakeContainer) -> int:
     return 137
 
 
+class FakeSampler:
+    def __init__(self, figures: Mapping[str, int | float]) -> None:
+        self.figures = figures
+
+    def stop(self) -> Mapping[str, int | float]:
+        return self.figures
+
+
 class FakeStream:
     """The attach stream: bytes written by the container, read back in random-sized chunks."""
 
@@ -219,6 +227,8 @@ class FakeEngine:
         self.shares_filesystem = shares_filesystem
         self.host_root = host_root
         self.probes = 0
+        self.digests: list[str] = []  # what image_digests() reports
+        self.usage_figures: dict[str, int | float] = {}  # what the stats "engine" reports
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
 
@@ -371,6 +381,13 @@ class FakeEngine:
         lease = FakeContainer(lease_id, spec, exits_with(0), FakeStream(self._rng))
         self.containers[lease_id] = lease
         return lease_id
+
+    def image_digests(self, image_id: str) -> Sequence[str]:
+        return list(self.digests)
+
+    def usage(self, container_id: str) -> FakeSampler:
+        self._record("usage", container_id)
+        return FakeSampler(dict(self.usage_figures))
 
     def list_containers(self, labels: Mapping[str, str]) -> Sequence[Mapping[str, Any]]:
         self._record("list_containers", ",".join(labels))

@@ -270,6 +270,7 @@ def test_output_is_attached_before_the_container_starts(
         "create",
         "attach",
         "start",
+        "usage",
         "wait",
         "remove",
     ]
@@ -784,3 +785,28 @@ def test_a_removal_that_fails_after_a_good_run_fails_the_run(
 
     with pytest.raises(PipesDockerEngineError, match="while removing"):
         run_asset(client_for(engine))
+
+
+def test_run_metadata_tells_the_engine_view_and_what_the_job_used(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job())
+    engine.digests = ["registry.example/team/job@sha256:" + "cd" * 32]
+    engine.usage_figures = {"peak_memory_bytes": 52_428_800, "cpu_seconds": 1.25}
+
+    metadata = materialization_metadata(run_asset(client_for(engine)))
+
+    assert metadata["pipes_docker/image_digest"] == engine.digests[0]
+    assert metadata["pipes_docker/engine"] == engine.address
+    assert metadata["pipes_docker/peak_memory_bytes"] == 52_428_800
+    assert metadata["pipes_docker/cpu_seconds"] == 1.25
+    assert "pipes_docker/read_bytes" not in metadata  # not reported: left out, not faked
+
+
+def test_an_image_built_locally_has_no_digest_and_none_is_made_up(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    metadata = materialization_metadata(run_asset(client_for(FakeEngine(pipes_job()))))
+
+    assert "pipes_docker/image_digest" not in metadata
+    assert not any(key.endswith(("memory_bytes", "cpu_seconds")) for key in metadata)

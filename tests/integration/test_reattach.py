@@ -1,0 +1,117 @@
+"""Reattach, the way it happens: the orchestrator is SIGKILLed mid-run, the run is re-executed
+from failure with dagster's own API, and the new run adopts the container that still runs.
+
+Exactly one container runs the job; every message it sent, before and after the kill, is in
+the new run; the orphan sweep leaves the adopted container alone; nothing is left at the end.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import docker
+import pytest
+from dagster import DagsterInstance
+
+from pipes_docker import MANAGED_LABEL, PipesDockerClient
+
+JOB_SCRIPT = Path(__file__).with_name("reattach_job.py")
+JOB_LABEL = "io.pipes-docker.dagster-job=reattach_job"
+LEASE_LABEL = "io.pipes-docker.lease-for"
+
+
+def start(work_dir: Path, transport: str, *run_id: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "DAGSTER_HOME": str(work_dir / "home"), "PAUSE": "10"}
+    return subprocess.Popen(
+        [sys.executable, str(JOB_SCRIPT), str(work_dir), transport, *run_id],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the step's worker process too
+    )
+
+
+def job_containers(client: docker.DockerClient) -> list[docker.models.containers.Container]:
+    return list(client.containers.list(all=True, filters={"label": JOB_LABEL}, ignore_removed=True))
+
+
+def wait_for(check, what: str, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("transport", ["auto", "streamed"])
+def test_a_sigkilled_run_reexecuted_from_failure_adopts_its_container(
+    transport: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    (tmp_path / "home").mkdir()
+    since = int(time.time()) - 1
+    first = start(tmp_path, transport)
+    try:
+        wait_for(
+            lambda: any(
+                "container started" in p.read_text()
+                for p in (tmp_path / "logs").glob("*/stdout.log")
+            ),
+            "the container's first output",
+        )
+        # The run and its step worker, killed at once: no cleanup, the container runs on.
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        first.kill()
+        first.communicate()
+    (container,) = job_containers(docker_client)
+    assert container.status == "running"
+
+    with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        (killed_run,) = instance.get_runs()
+        instance.report_run_failed(killed_run)  # what run monitoring does with a dead worker
+
+    swept: list[str] = []
+
+    def sweep_while_adopted() -> None:
+        wait_for(
+            lambda: docker_client.containers.list(all=True, filters={"label": LEASE_LABEL}),
+            "the adopting run's lease",
+        )
+        swept.extend(PipesDockerClient(docker_client=docker_client).remove_orphans())
+
+    sweeper = threading.Thread(target=sweep_while_adopted, daemon=True)
+    sweeper.start()
+    second = start(tmp_path, transport, killed_run.run_id)
+    out, err = second.communicate(timeout=180)
+    sweeper.join(30)
+
+    assert second.returncode == 0, err[-4000:]
+    assert container.id not in swept  # a live reattach owns it: the sweep spared it
+    new_run_id = out.strip().splitlines()[-1]
+    with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        logs = [e.user_message for e in instance.all_logs(new_run_id)]
+    assert "logged before the kill" in logs  # written while the old orchestrator lived
+    assert "logged after the kill" in logs
+    assert "custom messages received: ['first', 'second']" in logs
+    assert any("reattached to container" in line for line in logs), [l for l in logs if "pipes" in l]
+    creates = docker_client.events(
+        since=since,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"type": "container", "event": "create", "label": JOB_LABEL},
+    )
+    assert len(list(creates)) == 1  # exactly one container ran the job
+    assert job_containers(docker_client) == []
+    assert docker_client.containers.list(all=True, filters={"label": LEASE_LABEL}) == []
+    assert (
+        docker_client.containers.list(
+            all=True, filters={"label": [f"{MANAGED_LABEL}=true", JOB_LABEL]}
+        )
+        == []
+    )
+    assert list((tmp_path / "pipes-tmp").iterdir()) == []
