@@ -118,6 +118,10 @@ def test_if_not_present_pulls_a_missing_image_and_runs_it(
     pulled = docker_client.images.get(registry.reference)
     assert pulled.id == registry.image.config_digest
     assert run.metadata["pipes_docker/image_id"] == pulled.id
+    # A pulled image has a registry digest: the metadata names it, not only the tag.
+    repository = registry.reference.rsplit(":", 1)[0]
+    assert run.metadata["pipes_docker/image_digest"] in pulled.attrs["RepoDigests"]
+    assert run.metadata["pipes_docker/image_digest"].startswith(f"{repository}@sha256:")
     assert registry.manifest_requests()
     assert registry.blob_requests(registry.image.config_digest)
     assert registry.blob_requests(registry.image.nonce_layer_digest)
