@@ -385,6 +385,11 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         state = self._engine.container_state(handle.external_run_id)
         if state is None:
             return None
+        same_attempt = handle.retry_number == _op_context(context).retry_number
+        if same_attempt and _orchestrator_alive(state.labels):
+            # This attempt's own container, driven by a live process (a step may run several
+            # containers at once): not an earlier attempt's to take over.
+            return None
         if not state.running and state.exit_code != 0:
             context.log.info(
                 f"[pipes-docker] container {state.id[:12]} of an earlier attempt exited with"
@@ -463,21 +468,13 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             The ids of the containers removed.
         """
         now = datetime.now(UTC)
-        host, pidns = socket.gethostname(), pid_namespace()
-
-        def orchestrator_gone(labels: Mapping[str, str]) -> bool:
-            same_process_space = (
-                labels.get(HOST_LABEL) == host and bool(pidns) and labels.get(PIDNS_LABEL) == pidns
-            )
-            return same_process_space and not _process_alive(labels.get(PID_LABEL, ""))
-
         found = list(self._engine.list_containers({MANAGED_LABEL: "true"}))
         # A container adopted by a live orchestrator (reattach) has a lease naming that one.
         leased = {
             (c.get("Labels") or {})[LEASE_LABEL]
             for c in found
             if LEASE_LABEL in (c.get("Labels") or {})
-            and not orchestrator_gone(c.get("Labels") or {})
+            and not _orchestrator_gone(c.get("Labels") or {})
         }
         removed = []
         for container in found:
@@ -485,7 +482,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             if container["Id"] in leased:
                 continue
             created = datetime.fromtimestamp(int(container.get("Created", 0)), UTC)
-            if orchestrator_gone(labels) or now - created >= older_than:
+            if _orchestrator_gone(labels) or now - created >= older_than:
                 self._engine.remove(container["Id"])
                 removed.append(str(container["Id"]))
         return removed
@@ -628,6 +625,25 @@ def _legacy_jobs_noted_at_info(
         yield
     finally:
         log.removeFilter(notice)
+
+
+def _orchestrator_gone(labels: Mapping[str, str]) -> bool:
+    """Whether the orchestrator these labels name ran in this PID namespace and is dead."""
+    return _same_process_space(labels) and not _process_alive(labels.get(PID_LABEL, ""))
+
+
+def _orchestrator_alive(labels: Mapping[str, str]) -> bool:
+    """Whether the orchestrator these labels name is a live process in this PID namespace."""
+    return _same_process_space(labels) and _process_alive(labels.get(PID_LABEL, ""))
+
+
+def _same_process_space(labels: Mapping[str, str]) -> bool:
+    pidns = pid_namespace()
+    return (
+        labels.get(HOST_LABEL) == socket.gethostname()
+        and bool(pidns)
+        and labels.get(PIDNS_LABEL) == pidns
+    )
 
 
 def _op_context(context: OpExecutionContext | AssetExecutionContext) -> OpExecutionContext:
