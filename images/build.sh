@@ -7,6 +7,8 @@
 #   pipes-docker-testjob        the image the integration tests run, dagster_pipes vendored
 #   pipes-docker-dind           a Docker engine (and sshd) in a container: the integration tests'
 #                               remote engine (images/dind/, docker-compose.test.yml)
+#   pipes-docker-dagster        Dagster (webserver, daemon, code server), this package and the
+#                               compose stack's code location (images/dagster/, examples/compose/)
 #
 # dagster_pipes is copied from the installed package into a throwaway build context
 # (`python -m pipes_docker vendor`); it is never committed.
@@ -66,6 +68,15 @@ build_job_image() {
     rm -rf "$context"
 }
 
+# True when image $1 exists and was built from inputs hashing to $2 (its io.pipes-docker.inputs
+# label): such an image is not built again.
+is_up_to_date() {
+    local built
+    built="$(docker image inspect --format '{{index .Config.Labels "io.pipes-docker.inputs"}}' \
+        "$1" 2>/dev/null || true)"
+    [[ "$built" == "$2" ]]
+}
+
 # The hash of what goes into the DinD image: its build files and the base image's id.
 dind_inputs_hash() {
     {
@@ -79,11 +90,9 @@ dind_inputs_hash() {
 # status, so exactly the missing packages are fetched. The host's apt must serve bookworm, the
 # base's release. Skipped when the image exists and was built from the same inputs.
 build_dind_image() {
-    local name="pipes-docker-dind:latest" hash built work cid
+    local name="pipes-docker-dind:latest" hash work cid
     hash="$(dind_inputs_hash)"
-    built="$(docker image inspect --format '{{index .Config.Labels "io.pipes-docker.inputs"}}' \
-        "$name" 2>/dev/null || true)"
-    if [[ "$built" == "$hash" ]]; then
+    if is_up_to_date "$name" "$hash"; then
         log "$name is up to date"
         return
     fi
@@ -112,8 +121,62 @@ build_dind_image() {
     rm -rf "$work"
 }
 
+# The hash of what goes into the Dagster image: its build files, the code location, the package's
+# sources, the venv's exact versions and the base image's id.
+dagster_inputs_hash() {
+    {
+        (cd "$ROOT" && find images/dagster examples/compose/definitions.py pipes_docker \
+            pyproject.toml -type f -not -path '*/__pycache__/*' -print0 |
+            sort -z | xargs -0 sha256sum)
+        "$PYTHON" -m pip freeze --exclude-editable 2>/dev/null
+        docker image inspect --format '{{.Id}}' "$BASE_IMAGE"
+    } | sha256sum | cut -c1-16
+}
+
+# Containers cannot reach a package index, so the wheels are made here, on the host, with the
+# versions installed in .venv (its `pip freeze` is the build's constraints file), and installed
+# in the build with --no-index. Skipped when the image exists and was built from the same inputs.
+build_dagster_image() {
+    local name="pipes-docker-dagster:latest" hash work version pip_version previous
+    hash="$(dagster_inputs_hash)"
+    if is_up_to_date "$name" "$hash"; then
+        log "$name is up to date"
+        return
+    fi
+    work="$(mktemp -d)"
+    cp -R "$ROOT/images/dagster" "$work/context"
+    cp "$ROOT/examples/compose/definitions.py" "$work/context/"
+    # The package is built from a copy of its sources, so no build/ dir lands in the checkout.
+    mkdir "$work/package"
+    cp -R "$ROOT/pyproject.toml" "$ROOT/README.md" "$ROOT/pipes_docker" "$work/package/"
+    find "$work/package" -name __pycache__ -prune -exec rm -rf {} +
+    "$PYTHON" -m pip freeze --exclude-editable 2>/dev/null >"$work/context/constraints.txt"
+    version="$("$PYTHON" -c 'import dagster; print(dagster.__version__)')"
+    pip_version="$("$PYTHON" -c 'import pip; print(pip.__version__)')"
+    printf '%s\n' "dagster==$version" "dagster-webserver==$version" pipes-docker \
+        >"$work/context/requirements.txt"
+    log "making the wheelhouse for $name (dagster $version)"
+    "$PYTHON" -m pip wheel --quiet --disable-pip-version-check -w "$work/context/wheels" \
+        --constraint "$work/context/constraints.txt" \
+        "pip==$pip_version" "dagster==$version" "dagster-webserver==$version" "$work/package"
+    log "building $name"
+    previous="$(docker image inspect --format '{{.Id}}' "$name" 2>/dev/null || true)"
+    DOCKER_BUILDKIT=0 docker build --quiet --network none --label "$LABEL" \
+        --label "io.pipes-docker.inputs=$hash" -t "$name" "$work/context" >/dev/null
+    # The install stage (with the wheelhouse) stays behind as an untagged image, and so does the
+    # image this one replaces (unless a container still uses it): remove them, ~0.5 GB each.
+    docker image prune --force --filter label=io.pipes-docker.build-stage=dagster-install \
+        >/dev/null
+    if [[ -n "$previous" && "$previous" != "$(docker image inspect --format '{{.Id}}' "$name")" ]]
+    then
+        docker image rm "$previous" >/dev/null 2>&1 || true
+    fi
+    rm -rf "$work"
+}
+
 ensure_base "${1:-}"
 build_job_image pipes-docker-example:latest "$ROOT/images/example"
 build_job_image pipes-docker-testjob:latest "$ROOT/images/testjob"
 build_dind_image
+build_dagster_image
 log "done"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything pipes-docker needs on this machine, idempotently:
 #   1. system packages: a Docker engine (Debian's docker.io), mmdebstrap (to build a base image
-#      when no registry can be reached), docker-compose, podman and catatonit (test engines);
+#      when no registry can be reached), docker-compose, podman and catatonit (test engines),
+#      chromium (the end-to-end tests' browser, driven by Playwright; it downloads none);
 #   2. a running engine: when `docker info` fails, start dockerd in the background with no
 #      bridge network (containers run with network "none" or "host");
 #   3. the virtualenv .venv with the package and its dev dependencies;
@@ -28,6 +29,8 @@ install_system_packages() {
     # its init (for init=True).
     command -v podman >/dev/null || missing+=(podman)
     command -v catatonit >/dev/null || missing+=(catatonit)
+    # The browser the end-to-end tests drive (tests/e2e): Debian's, not one Playwright downloads.
+    command -v chromium >/dev/null || missing+=(chromium)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
         as_root apt-get update -qq

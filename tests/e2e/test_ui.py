@@ -1,0 +1,87 @@
+"""The compose dev stack, used from the Dagster UI in a real browser.
+
+The stack (``scripts/dev.sh up``) runs with the client's default settings: its code location
+runs in a container on the host's engine, so the job containers are siblings and the default
+channel streams. A user materializes an asset from the asset graph, reads what the container
+wrote in the step's stdout and stderr views, finds the run metadata on the asset's page, and
+sees a failing container's exit code and stderr tail in the error view.
+"""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from . import ui
+from .conftest import Stack, running_stack
+
+# What images/example/job.py writes: one line to each stream.
+STDOUT_LINE = "read 16 words"
+STDERR_LINE = "this line goes to stderr"
+# What examples/compose/definitions.py's failing_report container writes before exiting with 3.
+FAILING_STDERR_LINE = "partner feed is empty: nothing to load"
+
+
+def visible_text(page: Page, text: str) -> Locator:
+    # The UI keeps the other log view in the page, hidden: only what is shown counts.
+    return page.get_by_text(text).filter(visible=True)
+
+
+@pytest.fixture(scope="module")
+def stack(docker_client: docker.DockerClient) -> Iterator[Stack]:
+    with running_stack(docker_client) as stack:
+        yield stack
+
+
+def test_materialize_from_the_graph_and_read_the_containers_output(
+    stack: Stack, page: Page, shot: Callable[[str], Path]
+) -> None:
+    ui.open_asset_graph(page, stack.url)
+    expect(ui.graph_node(page, "word_counts")).to_be_visible()
+    expect(ui.graph_node(page, "failing_report")).to_be_visible()
+    shot("asset-graph")
+
+    ui.materialize_from_graph(page, "word_counts")
+    ui.open_launched_run(page)
+    ui.wait_for_run_status(page, "Success")
+    shot("run-succeeded")
+
+    ui.select_step(page, "word_counts")
+    ui.open_log_view(page, "stdout")
+    expect(visible_text(page, STDOUT_LINE)).to_have_count(1)
+    expect(visible_text(page, STDERR_LINE)).to_have_count(0)
+    shot("stdout")
+
+    ui.open_log_view(page, "stderr")
+    expect(visible_text(page, STDERR_LINE)).to_have_count(1)
+    expect(visible_text(page, STDOUT_LINE)).to_have_count(0)
+    # The streamed channel's Pipes messages travel on stderr; they are not user output.
+    expect(visible_text(page, "__dagster_pipes_version")).to_have_count(0)
+    shot("stderr")
+
+    page.goto(f"{stack.url}/assets/word_counts", wait_until="domcontentloaded")
+    expect(ui.metadata_value(page, "word_count")).to_have_text("16")
+    expect(ui.metadata_value(page, "pipes_docker/exit_code")).to_have_text("0")
+    expect(ui.metadata_value(page, "pipes_docker/transport")).to_have_text("streamed")
+    expect(ui.metadata_value(page, "pipes_docker/image")).to_have_text(
+        "pipes-docker-example:latest"
+    )
+    page.get_by_role("cell", name="pipes_docker/transport").scroll_into_view_if_needed()
+    shot("asset-metadata")
+
+
+def test_a_failing_container_shows_its_exit_code_and_stderr_in_the_error_view(
+    stack: Stack, page: Page, shot: Callable[[str], Path]
+) -> None:
+    ui.materialize_from_asset_page(page, stack.url, "failing_report")
+    ui.open_launched_run(page)
+    ui.wait_for_run_status(page, "Failure")
+    shot("run-failed")
+
+    error = ui.open_step_failure(page)
+    expect(error).to_contain_text("exited with code 3")
+    expect(error).to_contain_text("pipes-docker-testjob:latest")
+    expect(error).to_contain_text(FAILING_STDERR_LINE)
+    shot("error-view")
