@@ -193,7 +193,8 @@ def describe_timeout(
 def _quote_tail(tail: Sequence[str], tail_stream: str) -> list[str]:
     if not tail:
         return ["It wrote nothing to stderr or stdout."]
-    return [f"Last {len(tail)} lines of {tail_stream}:", *(f"    {line}" for line in tail)]
+    heading = "Last line" if len(tail) == 1 else f"Last {len(tail)} lines"
+    return [f"{heading} of {tail_stream}:", *(f"    {line}" for line in tail)]
 
 
 def format_bytes(size: int) -> str:
