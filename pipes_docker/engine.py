@@ -689,8 +689,14 @@ class _StatsSampler:
                 response.close()
 
     def stop(self) -> Mapping[str, int | float]:
-        self._close_response()
-        self._thread.join(1.0)
+        # Neither join nor close here: until its first sample (about a second after start) the
+        # engine has not answered, and closing a response another thread reads blocks until the
+        # next sample. Shutting the socket down wakes that thread, which closes it and ends.
+        with self._lock:
+            self._closing = True
+            response = self._response
+        if response is not None:
+            _shutdown(response)
         return dict(self._figures)
 
 
@@ -705,14 +711,19 @@ class _ResponseStream:
         return data
 
     def close(self) -> None:
-        raw = self._response.raw
-        sock = getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None)
-        sock = getattr(sock, "_sock", sock)
-        if sock is not None and hasattr(sock, "shutdown"):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        _shutdown(self._response)
         with contextlib.suppress(Exception):
             self._response.close()
+
+
+def _shutdown(response: Any) -> None:
+    """Shut down a streamed response's socket: wakes a thread blocked reading it."""
+    raw = getattr(response, "raw", None)
+    sock = getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None)
+    sock = getattr(sock, "_sock", sock)
+    if sock is not None and hasattr(sock, "shutdown"):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _tar(files: Sequence[ContainerFile]) -> bytes:
