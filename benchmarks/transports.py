@@ -376,7 +376,6 @@ def dind_engine(project: str, preferred_port: int) -> Iterator[str]:
             detail = getattr(exc, "stderr", "") or ""
             logs = compose_run("logs", "--no-color", "--tail", "20", check=False).stdout
             raise RuntimeError(f"DinD did not come up: {exc}\n{detail}\n{logs}") from exc
-        load_image(address)
         yield address
     finally:
         with signals_held():
@@ -422,6 +421,7 @@ def run_worker(spec: dict[str, Any], workdir: Path, timeout: float) -> dict[str,
         reason = "timed out" if elapsed >= timeout else f"worker exited {proc.returncode}"
         record = {"ok": False, "error": f"{reason}: {' | '.join(tail)[:300]}"}
     record["worker_seconds"] = round(elapsed, 2)
+    record["loadavg_after"] = round(os.getloadavg()[0], 2)  # was something else running?
     record["temp_left"] = sum(1 for _ in tmp.iterdir())
     return record
 
@@ -458,6 +458,9 @@ def measure(spec: dict[str, Any], workdir: Path, timeout: float) -> dict[str, An
         record["containers_left"] = sweep(spec)
         if spec.get("stdout_path"):
             record["stdout_check"] = count_lines(Path(spec["stdout_path"]), spec["params"])
+            record["expected_lines"] = (
+                spec["params"]["stdout_bytes"] // spec["params"]["line_bytes"]
+            )
         # Killed from outside (a test suite sweeping pipes-docker's containers): try again.
         if record.get("ok") or not bench.killed_externally(record):
             break
@@ -507,6 +510,29 @@ def messages_cell(r: dict[str, Any] | None) -> str:
     return cell
 
 
+def complete(r: dict[str, Any]) -> bool:
+    """Every stdout line and every message arrived (where the scenario checks that)."""
+    check = r.get("stdout_check")
+    if check and check["lines"] != r["expected_lines"]:
+        return False
+    return r.get("delivered", 0) == r.get("expected", 0)
+
+
+def notes_cell(results: dict[str, dict[str, Any] | None]) -> str:
+    notes = []
+    for scenario, r in results.items():
+        if r is None:
+            continue
+        if r.get("ok") and not complete(r):
+            notes.append(f"{scenario}: INCOMPLETE")
+        if r.get("warnings"):
+            first = str(r.get("first_warning", "")).replace("|", "/")[:60]
+            notes.append(f"{scenario}: {r['warnings']} warning(s): {first}...")
+        if r.get("retried_after"):
+            notes.append(f"{scenario}: retried {len(r['retried_after'])}x (killed from outside)")
+    return "; ".join(notes)
+
+
 def markdown_table(results: dict[tuple[str, str], dict[str, Any]], params: dict[str, Any]) -> str:
     headers = [
         "runner",
@@ -518,6 +544,7 @@ def markdown_table(results: dict[tuple[str, str], dict[str, Any]], params: dict[
         f"{params['messages']} log.info s",
         "messages",
         "left behind",
+        "notes",
     ]
     body = []
     for key in dict.fromkeys(runner for runner, _ in results):
@@ -537,6 +564,7 @@ def markdown_table(results: dict[tuple[str, str], dict[str, Any]], params: dict[
                 seconds_cell(logs),
                 messages_cell(logs),
                 str(left) + (f" (+{tmp} tmp)" if tmp else ""),
+                notes_cell(dict(zip(SCENARIOS, (noop, out, logs), strict=True))),
             ]
         )
     widths = [max(len(row[i]) for row in [headers, *body]) for i in range(len(headers))]
@@ -600,7 +628,7 @@ def bench_params(quick: bool) -> dict[str, Any]:
 
 
 def measure_all(
-    runners: list[str], params: dict[str, Any], host: str, session: str, timeout: float
+    runners: list[str], params: dict[str, Any], host: str | None, session: str, timeout: float
 ) -> dict[tuple[str, str], dict[str, Any]]:
     results: dict[tuple[str, str], dict[str, Any]] = {}
     shm = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else None
@@ -625,18 +653,22 @@ def measure_all(
     return results
 
 
-def final_check(host: str, session: str, project: str | None) -> str:
-    """Nothing of ours may remain: containers with our label (both engines), the compose project."""
+def final_check(docker_host: str | None, session: str, project: str | None) -> str:
+    """Sweep what is still ours, then count what remains: our containers, the compose project.
+
+    ``docker_host``: the remote engine given with --docker-host (our DinD went with its project).
+    """
     label = f"label={bench.LABEL_SESSION}={session}"
-    local = container_ids(None, label)
-    remove_containers(None, local)
-    text = f"final check: {len(local)} container(s) of this session left on the local engine"
+    engines = [None] if docker_host is None else [None, docker_host]
+    swept = 0
+    for engine in engines:
+        ids = container_ids(engine, label)
+        remove_containers(engine, ids)
+        swept += len(ids)
+    remaining = sum(len(container_ids(engine, label)) for engine in engines)
+    text = f"final check: {remaining} container(s) of this session remain ({swept} swept at end)"
     if project is not None:
-        text += f", {len(project_containers(project))} of compose project {project}"
-    else:
-        remote = container_ids(host, label)
-        remove_containers(host, remote)
-        text += f", {len(remote)} on {host}"
+        text += f"; compose project {project}: {len(project_containers(project))} container(s)"
     return text
 
 
@@ -653,34 +685,37 @@ def main() -> int:
     session = uuid.uuid4().hex[:12]
     load_before = os.getloadavg()
     started = time.perf_counter()
-    project = None if args.docker_host else args.compose_project
+    remote_needed = any(RUNNERS[r].remote for r in runners)
+    project = args.compose_project if remote_needed and not args.docker_host else None
+    host = remote_version = None
     results: dict[tuple[str, str], dict[str, Any]] = {}
     interrupted = False
     try:
         with contextlib.ExitStack() as stack:
-            if args.docker_host:
+            if project is not None:
+                host = stack.enter_context(dind_engine(project, args.dind_port))
+            elif remote_needed:
                 host = args.docker_host
+            if host is not None:
                 load_image(host)
-            else:
-                host = stack.enter_context(dind_engine(args.compose_project, args.dind_port))
-            remote_version = engine_version(host)
+                remote_version = engine_version(host)
             results = measure_all(runners, params, host, session, args.timeout)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        check = final_check(args.docker_host or "", session, project)
+        check = final_check(args.docker_host if remote_needed else None, session, project)
     if interrupted:
         print(f"[transports] interrupted; {check}", file=sys.stderr)
         return 130
     total = time.perf_counter() - started
 
     text = markdown_table(results, params)
-    versions = {**bench.versions(), "remote-engine": remote_version}
+    versions = {**bench.versions(), "remote-engine": remote_version or "-"}
     meta = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
         "params": params,
-        "remote": host if args.docker_host else f"DinD {host} (compose project {project})",
+        "remote": f"DinD {host} (compose project {project})" if project else host or "-",
         "versions": versions,
         "cpus": os.cpu_count(),
         "total_seconds": round(total, 1),
@@ -700,15 +735,16 @@ def main() -> int:
     print("seconds: time in the client's run() (docker run for the raw rows)")
     print(f"remote engine: {meta['remote']}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    peak = max((r.get("loadavg_after", 0) for r in results.values()), default=0)
     print(
-        f"load average (1 min) before/after: {load_before[0]:.2f}/{meta['loadavg_after'][0]:.2f}"
-        f" on {os.cpu_count()} CPUs"
+        f"load average (1 min) before/peak/after: {load_before[0]:.2f}/{peak:.2f}/"
+        f"{meta['loadavg_after'][0]:.2f} on {os.cpu_count()} CPUs (peak: after a worker)"
     )
     print(check)
     rows = [{"runner": r, "scenario": s, "result": v} for (r, s), v in results.items()]
     Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"results written to {args.json}")
-    return 0 if all(r.get("ok") for r in results.values()) else 1
+    return 0 if all(r.get("ok") and complete(r) for r in results.values()) else 1
 
 
 if __name__ == "__main__":
