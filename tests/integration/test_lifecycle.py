@@ -141,15 +141,17 @@ def test_sigkilled_orchestrator_leaves_an_orphan_that_remove_orphans_removes(
         },
     )
     try:
+        # (Other containers of ours may share the engine: a benchmark, another test session.)
         removed = PipesDockerClient(docker_client=docker_client).remove_orphans()
-        assert removed == [orphan.id]
+        assert orphan.id in removed
+        assert live.id not in removed
         assert containers_of(docker_client, process.pid) == []
         live.reload()  # still there
 
         removed = PipesDockerClient(docker_client=docker_client).remove_orphans(
             older_than=timedelta(0)
         )
-        assert removed == [live.id]
+        assert live.id in removed
     finally:
         for container in (live, orphan):
             with contextlib.suppress(docker.errors.NotFound):
