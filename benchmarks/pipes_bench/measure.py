@@ -1,0 +1,322 @@
+"""How one measurement is taken: a fresh worker process per (scenario, runner).
+
+The parent (``measure()``) starts ``python -m pipes_bench --worker SPEC``; the worker warms up
+with unmeasured no-op runs, takes the measured run(s), checks them and writes a JSON record.
+A worker of its own per measurement makes the peak RSS (``VmHWM``) that one measurement's
+alone. The parent then finds the containers the runner left behind by their labels, counts and
+removes them, and counts the temp dirs left in the worker's private ``TMPDIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .runners import Job, cpu_seconds, make_runner, proc_status_kib
+from .scenarios import IMAGE, SCRIPT_NOOP, Scenario, analyse, count_stdout_lines, scenarios
+
+HERE = Path(__file__).resolve().parent  # benchmarks/pipes_bench
+ROOT = HERE.parent.parent
+LABEL_SESSION = "pipes-docker-bench.session"
+LABEL_RUNNER = "pipes-docker-bench.runner"
+
+
+# --------------------------------------------------------------------------------------------
+# In the worker
+# --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def fds_to_devnull(stdout_path: str = os.devnull) -> Iterator[None]:
+    """Point fd 1 and 2 at /dev/null: the orchestrator still writes, nothing gets printed.
+
+    ``stdout_path`` sends fd 1 to a file instead (where the stdout check counts the lines).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    out = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(out, 1)
+    os.dup2(null, 2)
+    os.close(null)
+    os.close(out)
+    try:
+        yield
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def labels_for(spec: dict[str, Any], warmup: bool) -> dict[str, str]:
+    """The labels of a measurement's containers. Warm-ups' are cleaned up, never counted."""
+    runner = spec["runner"] + ("-warmup" if warmup else "")
+    return {LABEL_SESSION: spec["session"], LABEL_RUNNER: runner}
+
+
+def engine_cpu_seconds() -> float | None:
+    """CPU seconds dockerd and containerd have used so far (None when they cannot be read)."""
+    total, found = 0.0, False
+    tick = os.sysconf("SC_CLK_TCK")
+    for name in ("dockerd", "containerd"):
+        pids = subprocess.run(["pidof", name], capture_output=True, text=True).stdout.split()
+        pidfile = Path("/var/run/docker.pid")
+        if name == "dockerd" and pidfile.exists():
+            pids = [pidfile.read_text().strip()]  # the host's engine, not a DinD one
+        for pid in pids[:1]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            found = True
+    return total if found else None
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def one_at_a_time(runner: Any, scenario: Scenario, job: Job, spec: dict[str, Any]) -> dict:
+    """``scenario.repeats`` runs, one after the other; medians in the record, all in lists."""
+    runs = []
+    for _ in range(scenario.repeats):
+        with fds_to_devnull(spec.get("stdout_path") or os.devnull):
+            out = runner.run(job, labels_for(spec, warmup=False))
+        runs.append(analyse(job.kind, job.params, out, messages=job.messages))
+    record: dict[str, Any] = dict(runs[-1])
+    for key, many in (("wall", "walls"), ("run", "runs"), ("cpu", "cpus")):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        record[many] = values
+        record[key] = _median(values)
+    record["peak_rss_kib"] = max((r.get("peak_rss_kib") or 0 for r in runs), default=0)
+    failed = [r for r in runs if not r.get("ok")]
+    record["ok"] = not failed
+    if failed:
+        record["error"] = failed[0].get("error", "failed")
+    record["transports"] = sorted({str(r["transport"]) for r in runs if r.get("transport")})
+    return record
+
+
+def all_at_once(runner: Any, scenario: Scenario, job: Job, spec: dict[str, Any]) -> dict:
+    """``scenario.concurrent`` runs started together from this process's threads."""
+    n = scenario.concurrent
+    labels = labels_for(spec, warmup=False)
+    with fds_to_devnull(), ThreadPoolExecutor(max_workers=n) as pool:
+        cpu_before = cpu_seconds()
+        started = time.perf_counter()
+        outs = list(pool.map(lambda _: runner.run(job, labels), range(n)))
+        wall = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu_before
+    runs = [analyse(job.kind, job.params, out, messages=job.messages) for out in outs]
+    record: dict[str, Any] = {
+        "wall": wall,
+        "cpu": cpu,
+        "runs_per_second": n / wall,
+        "runs": [r.get("run") for r in runs],
+        "run": _median([r["run"] for r in runs if r.get("run") is not None]),
+        "peak_rss_kib": max(out.get("peak_rss_kib") or 0 for out in outs),
+        "runs_ok": sum(1 for r in runs if r.get("ok")),
+        "concurrent": n,
+        "warnings": sum(r.get("warnings", 0) for r in runs),
+        "transports": sorted({str(r["transport"]) for r in runs if r.get("transport")}),
+    }
+    if any("delivered" in r for r in runs):
+        record["delivered"] = sum(r.get("delivered", 0) for r in runs)
+        record["expected"] = job.messages * n
+        record["duplicates"] = sum(r.get("duplicates", 0) for r in runs)
+        record["runs_complete"] = sum(
+            1 for r in runs if r.get("delivered") == job.messages and not r.get("duplicates")
+        )
+    failed = [r for r in runs if not r.get("ok")]
+    record["ok"] = not failed
+    if failed:
+        record["error"] = f"{len(failed)} of {n} runs failed; first: {failed[0].get('error')}"
+    return record
+
+
+def worker(spec: dict[str, Any]) -> None:
+    """One measurement, in this (fresh) process; the record goes to ``spec["out"]``."""
+    params = spec["params"]
+    scenario = scenarios(params)[spec["scenario"]]
+    job = Job(
+        scenario.job,
+        scenario.script(params),
+        params,
+        stdout_bytes=scenario.stdout_bytes,
+        messages=scenario.messages(params),
+    )
+    runner = make_runner(spec["runner"], job, concurrent=scenario.concurrent)
+    # Warm up first: Dagster's lazy imports, the docker client, the page cache. The baseline
+    # RSS is taken after them, so "+RSS" is what the scenario itself added.
+    noop = Job("noop", SCRIPT_NOOP, params)
+    warmups = []
+    warmup_runs = params["warmup_runs"] if scenario.warmups is None else scenario.warmups
+    for _ in range(warmup_runs):
+        with fds_to_devnull():
+            warmups.append(runner.run(noop, labels_for(spec, warmup=True), keep=False))
+    hwm_before = proc_status_kib("VmHWM")
+    engine_before = engine_cpu_seconds()
+    if scenario.concurrent:
+        record = all_at_once(runner, scenario, job, spec)
+    else:
+        record = one_at_a_time(runner, scenario, job, spec)
+    engine_after = engine_cpu_seconds()
+    if engine_before is not None and engine_after is not None:
+        record["engine_cpu"] = engine_after - engine_before
+    bad_warmups = [w for w in warmups if not w.get("ok")]
+    if bad_warmups and record.get("ok"):
+        record["ok"] = False
+        record["error"] = "warm-up failed: " + str(bad_warmups[0].get("error"))
+    record["warmup_runs"] = [w.get("run") for w in warmups]
+    if runner.in_process:
+        record["hwm_before_kib"] = hwm_before
+    else:  # the orchestrator is the docker CLI process: the peak RSS of our children
+        record["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        record["hwm_before_kib"] = None
+    Path(spec["out"]).write_text(json.dumps(record))
+
+
+# --------------------------------------------------------------------------------------------
+# In the parent
+# --------------------------------------------------------------------------------------------
+
+
+def docker_ids(*filters: str) -> list[str]:
+    cmd = ["docker", "ps", "-a", "-q", "--no-trunc"]
+    for f in filters:
+        cmd += ["--filter", f]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
+    return out.split()
+
+
+def remove_containers(ids: list[str]) -> None:
+    if ids:
+        subprocess.run(
+            ["docker", "rm", "-f", "-v", *ids], capture_output=True, check=False, timeout=300
+        )
+
+
+def preflight() -> None:
+    """The engine answers and the image is there (built with images/build.sh when missing)."""
+    try:
+        subprocess.run(["docker", "version"], capture_output=True, check=True, timeout=30)
+    except Exception as exc:
+        sys.exit(f"Docker engine not reachable: {exc}")
+    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode:
+        print(f"{IMAGE} is missing; building it with images/build.sh", file=sys.stderr)
+        subprocess.run([str(ROOT / "images" / "build.sh")], check=True)
+
+
+def run_worker(spec: dict[str, Any], workdir: Path, timeout: float) -> dict[str, Any]:
+    """Run one worker to its end (or ``timeout``); its record, with what it left behind."""
+    call_dir = Path(tempfile.mkdtemp(prefix=f"{spec['scenario']}-{spec['runner']}-", dir=workdir))
+    out_file = call_dir / "result.json"
+    log_file = call_dir / "worker.log"
+    tmp = call_dir / "tmp"  # the worker's TMPDIR: pipes-docker's per-run temp dirs go here
+    tmp.mkdir()
+    spec = {**spec, "out": str(out_file)}
+    env = {
+        **os.environ,
+        "TMPDIR": str(tmp),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE.parent)]),
+    }
+    env.pop("DAGSTER_HOME", None)
+    started = time.perf_counter()
+    with open(log_file, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipes_bench", "--worker", json.dumps(spec)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(ROOT),
+            start_new_session=True,
+        )
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:  # also on Ctrl-C: the worker is in its own session and would live on
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    elapsed = time.perf_counter() - started
+    record: dict[str, Any]
+    if out_file.exists():
+        record = json.loads(out_file.read_text())
+    else:
+        tail = log_file.read_text(errors="replace").strip().splitlines()[-3:]
+        reason = "timed out" if elapsed >= timeout else f"worker exited {proc.returncode}"
+        record = {"ok": False, "error": f"{reason}: {' | '.join(tail)[:300]}"}
+    record["worker_seconds"] = round(elapsed, 2)
+    record["loadavg_after"] = round(os.getloadavg()[0], 2)
+    # What the runner left behind: containers (found by our labels) and temp dirs.
+    session = f"label={LABEL_SESSION}={spec['session']}"
+    left = docker_ids(session, f"label={LABEL_RUNNER}={spec['runner']}")
+    warm = docker_ids(session, f"label={LABEL_RUNNER}={spec['runner']}-warmup")
+    record["containers_left"] = len(left)
+    record["warmup_containers_left"] = len(warm)
+    remove_containers(left + warm)
+    record["temp_left"] = sum(1 for _ in tmp.iterdir())
+    shutil.rmtree(call_dir, ignore_errors=True)
+    return record
+
+
+def killed_externally(record: dict[str, Any]) -> bool:
+    """A container that died of SIGKILL without hitting a memory limit.
+
+    Seen when something else on the same engine force-removes containers carrying
+    pipes-docker's ``io.pipes-docker.managed`` label while ours runs (the project's own
+    integration-test fixture sweeps every such container before and after each test). Not a
+    result worth keeping.
+    """
+    error = str(record.get("error", ""))
+    return "exited with code 137" in error and "OOM" not in error and "memory" not in error
+
+
+def measure(
+    spec: dict[str, Any], workdir: Path, timeout: float, attempts: int, stdout_dir: Path | None
+) -> dict[str, Any]:
+    """One (scenario, runner) measurement, tried again when a container was killed from
+    outside. With ``stdout_dir``, the worker's fd 1 goes to a file there, whose lines are
+    counted."""
+    earlier: list[str] = []
+    params = spec["params"]
+    scenario = scenarios(params)[spec["scenario"]]
+    for _ in range(attempts):
+        path = None
+        if stdout_dir is not None and scenario.job == "stdout":
+            path = stdout_dir / f"{spec['scenario']}-{spec['runner']}.out"
+            spec = {**spec, "stdout_path": str(path)}
+        record = run_worker(spec, workdir, timeout)
+        if path is not None:
+            if path.exists():
+                record["stdout_check"] = count_stdout_lines(str(path), params["line_bytes"])
+                path.unlink()
+            record["expected_lines"] = scenario.stdout_bytes // params["line_bytes"]
+        if record.get("ok") or not killed_externally(record):
+            break
+        earlier.append(str(record.get("error")))
+    if earlier:
+        record["retried_after"] = earlier
+    return record
