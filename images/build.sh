@@ -7,6 +7,8 @@
 #   pipes-docker-testjob        the image the integration tests run, dagster_pipes vendored
 #   pipes-docker-dind           a Docker engine (and sshd) in a container: the integration tests'
 #                               remote engine (images/dind/, docker-compose.test.yml)
+#   pipes-docker-swarm-node     a Docker Engine 26 from Debian trixie, for the nodes of the
+#                               integration tests' two-node Swarm (images/swarm-node/)
 #   pipes-docker-dagster        Dagster (webserver, daemon, code server), this package and the
 #                               compose stack's code location (images/dagster/, examples/compose/)
 #
@@ -174,9 +176,35 @@ build_dagster_image() {
     rm -rf "$work"
 }
 
+# A Debian trixie root with the packages images/swarm-node/packages lists, made by mmdebstrap on
+# the host (which reaches the Debian archive; containers do not) and imported. Skipped when the
+# image exists and was built from the same list.
+build_swarm_node_image() {
+    local name="pipes-docker-swarm-node:latest" hash packages work
+    hash="$(sha256sum "$ROOT/images/swarm-node/packages" | cut -c1-16)"
+    if is_up_to_date "$name" "$hash"; then
+        log "$name is up to date"
+        return
+    fi
+    packages="$(grep -v '^#' "$ROOT/images/swarm-node/packages" | paste -sd, -)"
+    work="$(mktemp -d)"
+    log "building $name from Debian trixie (mmdebstrap, ~45 s)"
+    mmdebstrap --quiet --variant=apt --include="$packages" \
+        --dpkgopt='path-exclude=/usr/share/{doc,man,locale}/*' \
+        trixie "$work/root.tar"
+    docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change "LABEL $LABEL" \
+        --change "LABEL io.pipes-docker.inputs=$hash" \
+        --change 'ENTRYPOINT ["dockerd"]' \
+        "$work/root.tar" "$name" >/dev/null
+    rm -rf "$work"
+}
+
 ensure_base "${1:-}"
 build_job_image pipes-docker-example:latest "$ROOT/images/example"
 build_job_image pipes-docker-testjob:latest "$ROOT/images/testjob"
 build_dind_image
+build_swarm_node_image
 build_dagster_image
 log "done"

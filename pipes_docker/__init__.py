@@ -26,6 +26,7 @@ from pipes_docker.errors import (
 )
 from pipes_docker.reader import PipesDockerFileMessageReader
 from pipes_docker.spec import MANAGED_LABEL
+from pipes_docker.swarm import PipesDockerSwarmClient
 
 __version__ = "0.1.0"
 
@@ -48,5 +49,6 @@ __all__ = [
     "PipesDockerOutputError",
     "PipesDockerStdioMessageReader",
     "PipesDockerStreamedChannel",
+    "PipesDockerSwarmClient",
     "PipesDockerTimeoutError",
 ]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -37,7 +35,7 @@ from pipes_docker.channels import (
     PipesDockerChannel,
     PipesDockerCustomChannel,
 )
-from pipes_docker.demux import TAIL_LINES, LineSink, ProcessStream, StreamTarget, output_tail
+from pipes_docker.demux import TAIL_LINES, LineSink, output_tail
 from pipes_docker.engine import (
     ContainerEngine,
     ContainerFile,
@@ -48,20 +46,25 @@ from pipes_docker.engine import (
 from pipes_docker.errors import PipesDockerContainerError, PipesDockerImageError
 from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import ContainerLauncher, ContainerOutcome, Removal
+from pipes_docker.session import (
+    interrupt_logger,
+    legacy_jobs_noted_at_info,
+    log_paths,
+    op_context,
+    output_sinks,
+)
 from pipes_docker.spec import (
-    HOST_LABEL,
     LEASE_LABEL,
     MANAGED_LABEL,
-    PID_LABEL,
-    PIDNS_LABEL,
     build_spec,
     check_container_kwargs,
     container_name,
     inject_dagster_pipes,
     labels_for,
     merge_container_kwargs,
+    orchestrator_alive,
+    orchestrator_gone,
     orchestrator_labels,
-    pid_namespace,
     pop_environment,
 )
 
@@ -303,7 +306,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 engine=self._engine, image=image, warn=context.log.warning
             )
         with (
-            _legacy_jobs_noted_at_info(context),
+            legacy_jobs_noted_at_info(context),
             channel_cm as channel,
             open_pipes_session(
                 # The op context carries the same run; the asset context's wrappers of it are
@@ -332,7 +335,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 )
             else:
                 spec = adoption.spec
-                record_external_reattach(_op_context(context), adoption.handle)
+                record_external_reattach(op_context(context), adoption.handle)
                 context.log.info(
                     f"[pipes-docker] reattached to container {adoption.state.id[:12]}"
                     f" ({adoption.state.name}) launched by an earlier attempt of this step"
@@ -344,7 +347,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                     stdout=stdout,
                     stderr=stderr,
                     timeout_seconds=timeout_seconds,
-                    on_interrupt=self._on_interrupt(context),
+                    on_interrupt=interrupt_logger(context, "the container"),
                     graceful_stop=self._forward_termination,
                     remove_in_background=True,
                     on_started=self._launch_recorder(context, channel.launch_record),
@@ -377,7 +380,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         that this attempt runs the job afresh.
         """
         try:
-            handle = find_latest_launch_handle(_op_context(context), client_name=CLIENT_NAME)
+            handle = find_latest_launch_handle(op_context(context), client_name=CLIENT_NAME)
         except Exception:  # no step (a direct invocation) or no instance: nothing to find
             return None
         if handle is None or handle.extras.get("engine") != self._engine.address:
@@ -385,8 +388,8 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         state = self._engine.container_state(handle.external_run_id)
         if state is None:
             return None
-        same_attempt = handle.retry_number == _op_context(context).retry_number
-        if same_attempt and _orchestrator_alive(state.labels):
+        same_attempt = handle.retry_number == op_context(context).retry_number
+        if same_attempt and orchestrator_alive(state.labels):
             # This attempt's own container, driven by a live process (a step may run several
             # containers at once): not an earlier attempt's to take over.
             return None
@@ -424,7 +427,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         def record(container_id: str) -> None:
             try:
                 record_external_launch(
-                    _op_context(context),
+                    op_context(context),
                     client_name=CLIENT_NAME,
                     external_run_id=container_id,
                     extras={"engine": self._engine.address, **launch_record},
@@ -474,7 +477,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             (c.get("Labels") or {})[LEASE_LABEL]
             for c in found
             if LEASE_LABEL in (c.get("Labels") or {})
-            and not _orchestrator_gone(c.get("Labels") or {})
+            and not orchestrator_gone(c.get("Labels") or {})
         }
         removed = []
         for container in found:
@@ -482,7 +485,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             if container["Id"] in leased:
                 continue
             created = datetime.fromtimestamp(int(container.get("Created", 0)), UTC)
-            if _orchestrator_gone(labels) or now - created >= older_than:
+            if orchestrator_gone(labels) or now - created >= older_than:
                 self._engine.remove(container["Id"])
                 removed.append(str(container["Id"]))
         return removed
@@ -520,31 +523,10 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             auth["serveraddress"] = self._registry["url"]
         return auth
 
-    @contextmanager
-    def _sinks(self, container_name: str) -> Iterator[tuple[LineSink, LineSink]]:
-        with ExitStack() as stack:
-            sinks = []
-            log_paths = self._log_paths(container_name)
-            for stream in ("stdout", "stderr"):
-                targets: list[StreamTarget] = []
-                if self._forward_stdio:
-                    targets.append(ProcessStream(stream))
-                if stream in log_paths:
-                    path = log_paths[stream]
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
-                    targets.append(stack.enter_context(open(path, "w", encoding="utf-8")))
-                sinks.append(LineSink(targets))
-            yield sinks[0], sinks[1]
-
-    def _on_interrupt(
-        self, context: OpExecutionContext | AssetExecutionContext
-    ) -> Callable[[BaseException], None]:
-        def log(exc: BaseException) -> None:
-            context.log.info(
-                f"[pipes-docker] run interrupted ({type(exc).__name__}); stopping the container."
-            )
-
-        return log
+    def _sinks(self, container_name: str) -> AbstractContextManager[tuple[LineSink, LineSink]]:
+        return output_sinks(
+            forward_stdio=self._forward_stdio, log_dir=self._log_dir, run_name=container_name
+        )
 
     def _metadata(
         self, image: str, image_id: str, outcome: ContainerOutcome, container_name: str
@@ -576,16 +558,9 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 if isinstance(figure, float)
                 else MetadataValue.int(int(figure))
             )
-        for stream, path in self._log_paths(container_name).items():
+        for stream, path in log_paths(self._log_dir, container_name).items():
             metadata[f"pipes_docker/{stream}_log"] = MetadataValue.path(path)
         return metadata
-
-    def _log_paths(self, container_name: str) -> dict[str, str]:
-        """Where a run keeps each stream's output: none without ``log_dir``."""
-        if self._log_dir is None:
-            return {}
-        directory = os.path.join(self._log_dir, container_name)
-        return {stream: os.path.join(directory, f"{stream}.log") for stream in ("stdout", "stderr")}
 
 
 @dataclass(frozen=True)
@@ -596,74 +571,3 @@ class _Adoption:
     state: ContainerState
     spec: ContainerSpec
     reopened: AbstractContextManager[OpenChannel]
-
-
-class _NoMessagesIsInfo(logging.Filter):
-    """Turn dagster's "did not receive any messages" warning into one info line.
-
-    A job that does not speak Pipes (a legacy image, a shell script) is a supported way to use
-    the client, not a fault: its exit code and output say how it went.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.WARNING and str(record.msg).startswith(_NO_MESSAGES):
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-_NO_MESSAGES = "[pipes] did not receive any messages from external process"
-
-
-@contextmanager
-def _legacy_jobs_noted_at_info(
-    context: OpExecutionContext | AssetExecutionContext,
-) -> Iterator[None]:
-    log = context.log
-    notice = _NoMessagesIsInfo()
-    log.addFilter(notice)
-    try:
-        yield
-    finally:
-        log.removeFilter(notice)
-
-
-def _orchestrator_gone(labels: Mapping[str, str]) -> bool:
-    """Whether the orchestrator these labels name ran in this PID namespace and is dead."""
-    return _same_process_space(labels) and not _process_alive(labels.get(PID_LABEL, ""))
-
-
-def _orchestrator_alive(labels: Mapping[str, str]) -> bool:
-    """Whether the orchestrator these labels name is a live process in this PID namespace."""
-    return _same_process_space(labels) and _process_alive(labels.get(PID_LABEL, ""))
-
-
-def _same_process_space(labels: Mapping[str, str]) -> bool:
-    pidns = pid_namespace()
-    return (
-        labels.get(HOST_LABEL) == socket.gethostname()
-        and bool(pidns)
-        and labels.get(PIDNS_LABEL) == pidns
-    )
-
-
-def _op_context(context: OpExecutionContext | AssetExecutionContext) -> OpExecutionContext:
-    """The op context under an asset context: the same step, without deprecated wrappers."""
-    if isinstance(context, AssetExecutionContext):
-        return context.op_execution_context
-    return context
-
-
-def _process_alive(pid_label: str) -> bool:
-    try:
-        pid = int(pid_label)
-    except ValueError:
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, but someone else's
-    return True

@@ -46,6 +46,8 @@ __all__ = [
     "Mount",
     "OutputStream",
     "ResourceSampler",
+    "ResponseStream",
+    "explain_api_error",
 ]
 
 
@@ -263,7 +265,7 @@ class DockerEngine:
 
     @retry_transient_engine_errors
     def image_id(self, image: str) -> str | None:
-        with self._translate(f"inspecting image {image!r}"):
+        with self.translate(f"inspecting image {image!r}"):
             try:
                 attrs = self.client.api.inspect_image(image)
             except docker.errors.ImageNotFound:
@@ -279,7 +281,7 @@ class DockerEngine:
 
     @retry_transient_engine_errors
     def image_env(self, image: str) -> Mapping[str, str]:
-        with self._translate(f"inspecting image {image!r}"):
+        with self.translate(f"inspecting image {image!r}"):
             try:
                 attrs = self.client.api.inspect_image(image)
             except docker.errors.ImageNotFound as exc:
@@ -293,7 +295,7 @@ class DockerEngine:
     @retry_transient_engine_errors
     def pull(self, image: str, auth: Mapping[str, str] | None) -> None:
         repository, tag = _split_reference(image)
-        with self._translate(f"pulling image {image!r}"):
+        with self.translate(f"pulling image {image!r}"):
             try:
                 events = self.client.api.pull(
                     repository, tag=tag, stream=True, decode=True, auth_config=auth or None
@@ -316,13 +318,13 @@ class DockerEngine:
                 if _is_pull_rate_limit(exc):
                     raise
                 raise PipesDockerImageError(
-                    f"Pulling image {image!r} failed: {_explain(exc)}", image=image
+                    f"Pulling image {image!r} failed: {explain_api_error(exc)}", image=image
                 ) from exc
 
     @retry_transient_engine_errors
     def create(self, spec: ContainerSpec) -> CreatedContainer:
         volumes = [*spec.volumes, *(_bind(m) for m in spec.mounts)]
-        with self._translate(f"creating a container from image {spec.image!r}"):
+        with self.translate(f"creating a container from image {spec.image!r}"):
             try:
                 # The low-level call: docker-py's containers.create() inspects the new container
                 # afterwards, a round trip a run does not need.
@@ -344,18 +346,19 @@ class DockerEngine:
             except docker.errors.ImageNotFound as exc:
                 raise PipesDockerImageError(
                     f"Image {spec.image!r} was not found on the Docker engine at {self.address}:"
-                    f" {_explain(exc)}. Build or pull it first,"
+                    f" {explain_api_error(exc)}. Build or pull it first,"
                     " or use pull_policy='if_not_present'.",
                     image=spec.image,
                 ) from exc
             except docker.errors.APIError as exc:
                 if _is_transient_status(exc):
                     raise  # _translate marks it transient; the retry policy tries again
-                if exc.status_code == 409 and spec.name in _explain(exc):
+                if exc.status_code == 409 and spec.name in explain_api_error(exc):
                     # An earlier attempt did create it before its answer was lost.
                     return CreatedContainer(id=self._adopt(spec), tty=_tty(spec))
                 raise PipesDockerLaunchError(
-                    f"Creating a container from image {spec.image!r} failed: {_explain(exc)}",
+                    f"Creating a container from image {spec.image!r} failed:"
+                    f" {explain_api_error(exc)}",
                     image=spec.image,
                     container_id=None,
                 ) from exc
@@ -381,7 +384,7 @@ class DockerEngine:
     @retry_transient_engine_errors
     def copy_files(self, container_id: str, image: str, files: Sequence[ContainerFile]) -> None:
         archive = _tar(files)
-        with self._translate(f"copying files into container {container_id[:12]}"):
+        with self.translate(f"copying files into container {container_id[:12]}"):
             try:
                 self.client.api.put_archive(container_id, "/", archive)
             except docker.errors.APIError as exc:
@@ -390,7 +393,7 @@ class DockerEngine:
                 paths = ", ".join(f.path for f in files)
                 raise PipesDockerLaunchError(
                     f"Copying {paths} into container {container_id[:12]} failed:"
-                    f" {_explain(exc)}. A read-only root filesystem cannot take them.",
+                    f" {explain_api_error(exc)}. A read-only root filesystem cannot take them.",
                     image=image,
                     container_id=container_id,
                 ) from exc
@@ -398,7 +401,7 @@ class DockerEngine:
     @retry_transient_engine_errors
     def probe_bind_mount(self, image: str, host_path: str, file_name: str) -> bytes | None:
         target = "/pipes-docker-probe"
-        with self._translate(f"probing whether the engine sees {host_path}"):
+        with self.translate(f"probing whether the engine sees {host_path}"):
             try:
                 created = self.client.api.create_container(
                     image,
@@ -426,7 +429,7 @@ class DockerEngine:
 
     @retry_transient_engine_errors
     def attach(self, container_id: str) -> OutputStream:
-        with self._translate(f"attaching to container {container_id[:12]}"):
+        with self.translate(f"attaching to container {container_id[:12]}"):
             raw = self.client.api.attach_socket(
                 container_id, params={"stdout": 1, "stderr": 1, "stream": 1}
             )
@@ -434,20 +437,20 @@ class DockerEngine:
 
     @retry_transient_engine_errors
     def start(self, container_id: str, image: str) -> None:
-        with self._translate(f"starting container {container_id[:12]}"):
+        with self.translate(f"starting container {container_id[:12]}"):
             try:
                 self.client.api.start(container_id)
             except docker.errors.APIError as exc:
                 raise PipesDockerLaunchError(
                     f"Starting container {container_id[:12]} (image {image!r}) failed:"
-                    f" {_explain(exc)}",
+                    f" {explain_api_error(exc)}",
                     image=image,
                     container_id=container_id,
                 ) from exc
 
     @retry_transient_engine_errors
     def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
-        with self._translate(f"waiting for container {container_id[:12]}"):
+        with self.translate(f"waiting for container {container_id[:12]}"):
             try:
                 result = self.client.api.wait(container_id, timeout=timeout)
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
@@ -477,14 +480,14 @@ class DockerEngine:
     @retry_transient_engine_errors
     def stop(self, container_id: str, grace_seconds: float) -> None:
         with (
-            self._translate(f"stopping container {container_id[:12]}"),
+            self.translate(f"stopping container {container_id[:12]}"),
             contextlib.suppress(docker.errors.NotFound),
         ):
             self.client.api.stop(container_id, timeout=max(0, round(grace_seconds)))
 
     @retry_transient_engine_errors
     def remove(self, container_id: str) -> None:
-        with self._translate(f"removing container {container_id[:12]}"):
+        with self.translate(f"removing container {container_id[:12]}"):
             try:
                 self.client.api.remove_container(container_id, force=True, v=True)
             except docker.errors.NotFound:
@@ -497,7 +500,7 @@ class DockerEngine:
     @retry_transient_engine_errors
     def list_containers(self, labels: Mapping[str, str]) -> Sequence[Mapping[str, Any]]:
         filters = [f"{key}={value}" for key, value in labels.items()]
-        with self._translate("listing containers"):
+        with self.translate("listing containers"):
             found: list[Mapping[str, Any]] = self.client.api.containers(
                 all=True, filters={"label": filters}
             )
@@ -505,7 +508,7 @@ class DockerEngine:
 
     @retry_transient_engine_errors
     def container_state(self, container_id: str) -> ContainerState | None:
-        with self._translate(f"inspecting container {container_id[:12]}"):
+        with self.translate(f"inspecting container {container_id[:12]}"):
             try:
                 attrs = self.client.api.inspect_container(container_id)
             except docker.errors.NotFound:
@@ -530,7 +533,7 @@ class DockerEngine:
     @retry_transient_engine_errors
     def output_from_start(self, container_id: str) -> OutputStream:
         api = self.client.api
-        with self._translate(f"reading the logs of container {container_id[:12]}"):
+        with self.translate(f"reading the logs of container {container_id[:12]}"):
             response = api._get(
                 api._url("/containers/{0}/logs", container_id),
                 params={"stdout": 1, "stderr": 1, "follow": 1},
@@ -542,13 +545,13 @@ class DockerEngine:
                 response.close()
                 raise PipesDockerEngineError(
                     f"The engine at {self.address} cannot replay the output of container"
-                    f" {container_id[:12]}: {_explain(exc)}"
+                    f" {container_id[:12]}: {explain_api_error(exc)}"
                 ) from exc
-        return _ResponseStream(response)
+        return ResponseStream(response)
 
     @retry_transient_engine_errors
     def create_lease(self, container_id: str, image: str, labels: Mapping[str, str]) -> str:
-        with self._translate(f"marking container {container_id[:12]} as adopted"):
+        with self.translate(f"marking container {container_id[:12]} as adopted"):
             created = self.client.api.create_container(
                 image,
                 command=["true"],
@@ -557,7 +560,7 @@ class DockerEngine:
             )
         return str(created["Id"])
 
-    def _translate(self, action: str) -> _Translate:
+    def translate(self, action: str) -> _Translate:
         return _Translate(self, action)
 
 
@@ -585,7 +588,7 @@ class _Translate:
         if isinstance(exc, docker.errors.APIError) and _is_transient_status(exc):
             raise PipesDockerEngineError(
                 f"The Docker engine at {self._engine.address} failed while {self._action}:"
-                f" {_explain(exc)}",
+                f" {explain_api_error(exc)}",
                 transient=True,
             ) from exc
 
@@ -700,7 +703,7 @@ class _StatsSampler:
         return dict(self._figures)
 
 
-class _ResponseStream:
+class ResponseStream:
     """A streamed HTTP response (the logs API), read as it arrives, chunked encoding undone."""
 
     def __init__(self, response: Any) -> None:
@@ -758,7 +761,7 @@ def _untar_one(data: bytes) -> bytes | None:
 def _is_missing_bind_source(exc: docker.errors.APIError) -> bool:
     # Docker: 400 'invalid mount config for type "bind": bind source path does not exist'.
     # Podman: 'statfs ...: no such file or directory'.
-    text = _explain(exc).lower()
+    text = explain_api_error(exc).lower()
     return "does not exist" in text or "no such file or directory" in text
 
 
@@ -775,7 +778,7 @@ def _tty(spec: ContainerSpec) -> bool:
 
 def _is_pull_rate_limit(exc: docker.errors.APIError) -> bool:
     gateway = exc.status_code in (429, 502, 503, 504)
-    return gateway or "toomanyrequests" in _explain(exc).lower()
+    return gateway or "toomanyrequests" in explain_api_error(exc).lower()
 
 
 def _is_transient_status(exc: docker.errors.APIError) -> bool:
@@ -798,7 +801,7 @@ def _split_reference(image: str) -> tuple[str, str]:
     return image, "latest"
 
 
-def _explain(exc: docker.errors.APIError) -> str:
+def explain_api_error(exc: docker.errors.APIError) -> str:
     explanation = exc.explanation
     if isinstance(explanation, bytes):
         explanation = explanation.decode("utf-8", errors="replace")

@@ -98,6 +98,7 @@ class PipesDockerContainerError(PipesDockerError):
         oom_killed: Whether the kernel's OOM killer ended it.
         signal_name: The signal that ended it, when the exit code says one did.
         stderr_tail: The last lines it wrote to stderr (or stdout when stderr was empty).
+        node: The Swarm node it ran on (``PipesDockerSwarmClient``); ``None`` on one host.
     """
 
     def __init__(
@@ -111,8 +112,10 @@ class PipesDockerContainerError(PipesDockerError):
         stderr_tail: Sequence[str],
         tail_stream: str = "stderr",
         engine_error: str | None = None,
+        node: str | None = None,
     ) -> None:
         self.image = image
+        self.node = node
         self.container_id = container_id
         self.exit_code = exit_code
         self.oom_killed = oom_killed
@@ -129,6 +132,7 @@ class PipesDockerContainerError(PipesDockerError):
                 tail=self.stderr_tail,
                 tail_stream=tail_stream,
                 engine_error=engine_error,
+                node=node,
             )
         )
 
@@ -153,9 +157,13 @@ def describe_container_failure(
     tail: Sequence[str],
     tail_stream: str,
     engine_error: str | None = None,
+    node: str | None = None,
 ) -> str:
     """Build the message of a :class:`PipesDockerContainerError`."""
-    lines = [f"Container {container_id[:12]} (image {image!r}) exited with code {exit_code}."]
+    where = f", on Swarm node {node!r}" if node else ""
+    lines = [
+        f"Container {container_id[:12]} (image {image!r}{where}) exited with code {exit_code}."
+    ]
     if engine_error:
         lines.append(f"The engine says: {engine_error}.")
     signal_name = signal_name_for_exit_code(exit_code)

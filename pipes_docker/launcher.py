@@ -14,6 +14,7 @@ The launcher owns the order of operations and the guarantees around them:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -71,18 +72,18 @@ class ContainerOutcome:
 
 
 class Removal:
-    """A container's removal running on a thread, so it overlaps the caller's own teardown."""
+    """A removal (of a container, a service) on a thread, overlapping the caller's teardown."""
 
-    def __init__(self, engine: ContainerEngine, container_id: str) -> None:
+    def __init__(self, remove: Callable[[], None]) -> None:
         self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._remove, args=(engine, container_id), name="pipes-docker-remove"
+            target=self._remove, args=(remove,), name="pipes-docker-remove"
         )
         self._thread.start()
 
-    def _remove(self, engine: ContainerEngine, container_id: str) -> None:
+    def _remove(self, remove: Callable[[], None]) -> None:
         try:
-            engine.remove(container_id)
+            remove()
         except BaseException as exc:
             self._error = exc
 
@@ -209,7 +210,7 @@ class ContainerLauncher:
             pump.finish(self._drain_timeout)
             pump.raise_failure(container_id, spec.image)
             if remove_in_background:
-                removal = Removal(self._engine, container_id)
+                removal = Removal(functools.partial(self._engine.remove, container_id))
             return ContainerOutcome(container_id, spec.name, exit_, duration, removal, usage)
         except BaseException as exc:
             if phase is _Phase.RUNNING and pump is not None:

@@ -34,6 +34,9 @@ __all__ = [
     "inject_dagster_pipes",
     "labels_for",
     "merge_container_kwargs",
+    "merge_env",
+    "orchestrator_alive",
+    "orchestrator_gone",
     "orchestrator_labels",
     "pid_namespace",
     "pop_environment",
@@ -160,10 +163,7 @@ def build_spec(
     files: Sequence[ContainerFile] = (),
     keep_output: bool = False,
 ) -> ContainerSpec:
-    env: dict[str, str] = {}
-    for layer in env_layers:
-        env.update(layer)
-    env.update(bootstrap_env)  # last: a user's env must not break the protocol
+    env = merge_env(env_layers, bootstrap_env)
     user_labels = dict(options.pop("labels", None) or {})
     volumes = _normalize_volumes(options.pop("volumes", None))
     options.setdefault("init", True)  # forwards SIGTERM to the job and reaps its children
@@ -186,6 +186,17 @@ def build_spec(
     )
 
 
+def merge_env(
+    env_layers: Sequence[Mapping[str, str]], bootstrap_env: Mapping[str, str]
+) -> dict[str, str]:
+    """The layers in order, each over the last, and the Pipes bootstrap variables over all."""
+    env: dict[str, str] = {}
+    for layer in env_layers:
+        env.update(layer)
+    env.update(bootstrap_env)  # last: a user's env must not break the protocol
+    return env
+
+
 def orchestrator_labels() -> dict[str, str]:
     """Labels naming this process: whose container it is, for the orphan sweep."""
     return {
@@ -194,6 +205,41 @@ def orchestrator_labels() -> dict[str, str]:
         PID_LABEL: str(os.getpid()),
         PIDNS_LABEL: pid_namespace(),
     }
+
+
+def orchestrator_gone(labels: Mapping[str, str]) -> bool:
+    """Whether the orchestrator these labels name ran in this PID namespace and is dead."""
+    return _same_process_space(labels) and not _process_alive(labels.get(PID_LABEL, ""))
+
+
+def orchestrator_alive(labels: Mapping[str, str]) -> bool:
+    """Whether the orchestrator these labels name is a live process in this PID namespace."""
+    return _same_process_space(labels) and _process_alive(labels.get(PID_LABEL, ""))
+
+
+def _same_process_space(labels: Mapping[str, str]) -> bool:
+    pidns = pid_namespace()
+    return (
+        labels.get(HOST_LABEL) == socket.gethostname()
+        and bool(pidns)
+        and labels.get(PIDNS_LABEL) == pidns
+    )
+
+
+def _process_alive(pid_label: str) -> bool:
+    try:
+        pid = int(pid_label)
+    except ValueError:
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, but someone else's
+    return True
 
 
 def labels_for(context: OpExecutionContext | AssetExecutionContext) -> dict[str, str]:

@@ -20,6 +20,7 @@ from dagster import PipesContextInjector, PipesMessageReader
 from dagster_pipes import PipesContextData, PipesParams
 
 from pipes_docker.engine import ContainerEngine, ContainerFile, Mount
+from pipes_docker.errors import PipesDockerChannelError
 from pipes_docker.messages import ByteSink
 
 __all__ = [
@@ -105,6 +106,24 @@ class PipesDockerChannel(ABC):
         Raises:
             PipesDockerChannelError: The channel cannot work with this engine.
         """
+
+    def open_without_engine(
+        self, *, warn: Callable[[str], None], reason: str
+    ) -> AbstractContextManager[OpenChannel]:
+        """Like :meth:`open`, for a run whose container no engine of ours will create.
+
+        A Swarm service's task is created by whichever node the manager picks: nothing about
+        that node can be probed, and it shares no filesystem with the orchestrator. Only a
+        channel that needs neither can serve such a run.
+
+        Raises:
+            PipesDockerChannelError: This channel needs a container engine (a mounted dir).
+        """
+        raise PipesDockerChannelError(
+            f"{type(self).__name__} cannot carry the Pipes context and messages here ({reason}):"
+            " it needs a Docker engine that shares the orchestrator's filesystem. Use"
+            " PipesDockerStreamedChannel, or your own context_injector/message_reader."
+        )
 
     def reopen(
         self, record: Mapping[str, str], *, warn: Callable[[str], None]

@@ -16,7 +16,7 @@ on stderr. The container's output is demultiplexed, forwarded and quoted in erro
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from dagster import PipesContextInjector, PipesMessageReader
 
@@ -49,10 +49,18 @@ class PipesDockerCustomChannel(PipesDockerChannel):
         self._message_reader = message_reader
         self._streamed = PipesDockerStreamedChannel()
 
-    @contextmanager
     def open(
         self, *, engine: ContainerEngine, image: str, warn: Callable[[str], None]
-    ) -> Iterator[OpenChannel]:
+    ) -> AbstractContextManager[OpenChannel]:
+        return self._open(warn)
+
+    def open_without_engine(
+        self, *, warn: Callable[[str], None], reason: str
+    ) -> AbstractContextManager[OpenChannel]:
+        return self._open(warn)
+
+    @contextmanager
+    def _open(self, warn: Callable[[str], None]) -> Iterator[OpenChannel]:
         streamed_injector = self._streamed.context_injector()
         injector = self._context_injector or streamed_injector
         if self._message_reader is not None:

@@ -187,6 +187,11 @@ class PipesDockerStreamedChannel(PipesDockerChannel):
         with self.open_unchecked(warn=warn, reason="chosen explicitly") as opened:
             yield opened
 
+    def open_without_engine(
+        self, *, warn: Callable[[str], None], reason: str
+    ) -> AbstractContextManager[OpenChannel]:
+        return self.open_unchecked(warn=warn, reason=reason)
+
     @contextmanager
     def open_unchecked(self, *, warn: Callable[[str], None], reason: str) -> Iterator[OpenChannel]:
         injector = self.context_injector()
