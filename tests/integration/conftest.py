@@ -24,6 +24,7 @@ from dagster import (
 
 from pipes_docker import MANAGED_LABEL, PipesDockerClient, PipesDockerMountedChannel
 from tests.integration.engines import *  # noqa: F403  (pytest_plugins is top-level only)
+from tests.integration.swarm import *  # noqa: F403
 
 TEST_IMAGE = "pipes-docker-testjob:latest"
 EXAMPLE_IMAGE = "pipes-docker-example:latest"

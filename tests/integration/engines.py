@@ -37,6 +37,7 @@ import docker.errors
 import docker.types
 import paramiko
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pytest_docker.plugin import DockerComposeExecutor, Services
@@ -161,6 +162,24 @@ def load_images(source: docker.DockerClient, target: docker.DockerClient) -> Non
         target.images.load(source.images.get(image).save(named=image))
     for image in IMAGES:
         target.images.get(image)
+
+
+def dind_container_kwargs(network_mode: str) -> dict[str, Any]:
+    """docker-py ``containers.run`` keywords for a DinD engine container, taken from
+    docker-compose.test.yml's ``dind`` service (capabilities, security options, tmpfs mounts) so
+    they are written down once, plus the cgroup mount and the given network mode."""
+    service = yaml.safe_load(COMPOSE_FILE.read_text())["services"][DIND_SERVICE]
+    tmpfs = {}
+    for entry in service.get("tmpfs", []):
+        path, _, options = entry.partition(":")
+        tmpfs[path] = options
+    return {
+        "cap_add": service["cap_add"],
+        "security_opt": service["security_opt"],
+        "tmpfs": tmpfs,
+        "volumes": {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
+        "network_mode": network_mode,
+    }
 
 
 def compose_logs(compose: DockerComposeExecutor, lines: int = 30) -> str:

@@ -20,12 +20,11 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
-import yaml
 
 from pipes_docker import MANAGED_LABEL, PipesDockerClient, PipesDockerStreamedChannel
 
 from .conftest import AssetRun
-from .engines import COMPOSE_FILE, answers_ping, load_images, wait_until
+from .engines import answers_ping, dind_container_kwargs, load_images, wait_until
 
 RunAsset = Callable[..., AssetRun]
 RESTART_LOOP = "while true; do dind-entrypoint --live-restore; sleep 0.5; done"
@@ -37,21 +36,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def dind_settings() -> dict[str, Any]:
-    service = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["dind"]
-    tmpfs = {}
-    for entry in service.get("tmpfs", []):
-        path, _, options = entry.partition(":")
-        tmpfs[path] = options
-    return {
-        "cap_add": service["cap_add"],
-        "security_opt": service["security_opt"],
-        "tmpfs": tmpfs,
-        "volumes": {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
-        "network_mode": "host",
-    }
-
-
 @pytest.fixture(scope="module")
 def restartable_engine(docker_client: docker.DockerClient) -> Iterator[tuple[Any, str]]:
     port = free_port()
@@ -61,7 +45,7 @@ def restartable_engine(docker_client: docker.DockerClient) -> Iterator[tuple[Any
         environment={"DOCKER_PORT": str(port)},
         labels={"io.pipes-docker.test": "restartable-engine"},
         detach=True,
-        **dind_settings(),
+        **dind_container_kwargs(network_mode="host"),
     )
     address = f"tcp://127.0.0.1:{port}"
     try:

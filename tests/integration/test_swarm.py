@@ -1,0 +1,245 @@
+"""PipesDockerSwarmClient on a real two-node Swarm (the ``swarm`` fixture of swarm.py).
+
+Jobs are constrained to the worker node, which shares nothing with this process but the Swarm:
+the context reaches it as configs or inline, messages and output come back through the
+manager's service logs. Every test checks that the manager keeps no service or config of ours
+and that the worker keeps no container of ours.
+"""
+
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from pipes_docker import MANAGED_LABEL, PipesDockerSwarmClient
+from pipes_docker.spec import HOST_LABEL, PID_LABEL, PIDNS_LABEL, pid_namespace
+
+from .conftest import TEST_IMAGE, AssetRun
+from .engines import DIND_IMAGE, wait_until
+from .swarm import SwarmCluster, two_node_swarm
+
+RunAsset = Callable[..., AssetRun]
+
+PIPES_JOB = """
+import sys
+from dagster_pipes import open_dagster_pipes
+with open_dagster_pipes() as pipes:
+    big = pipes.get_extra("big") if "big" in pipes.extras else ""
+    pipes.log.info(f"context extras arrived: {len(big)} chars")
+    print("an ordinary stdout line", flush=True)
+    print("an ordinary stderr line", file=sys.stderr, flush=True)
+    print("w" * 40_000, flush=True)
+    pipes.report_custom_message({"node": open("/etc/hostname").read().strip()})
+    pipes.report_asset_materialization(
+        metadata={"big_chars": len(big), "blob": "b" * int(pipes.extras.get("blob", 10))}
+    )
+"""
+
+
+def ours(items: list[Any]) -> list[Any]:
+    return [
+        item
+        for item in items
+        if (item.attrs.get("Spec") or {}).get("Labels", {}).get(MANAGED_LABEL)
+    ]
+
+
+def assert_nothing_left(swarm: SwarmCluster) -> None:
+    assert ours(swarm.manager.services.list()) == []
+    assert ours(swarm.manager.configs.list()) == []
+    # The manager deletes a removed service's task; its node removes the container just after.
+    wait_until(
+        lambda: not swarm.worker.containers.list(all=True, filters={"label": MANAGED_LABEL}),
+        30,
+        "the worker to remove the task's container",
+    )
+
+
+@pytest.fixture
+def swarm_client(swarm: SwarmCluster, tmp_path: Path) -> Iterator[PipesDockerSwarmClient]:
+    client = PipesDockerSwarmClient(
+        docker_client=swarm.manager,
+        service_kwargs={
+            "constraints": [f"node.hostname=={swarm.worker_hostname}"],
+            # Host networking inside the node's own namespace: no bridge is needed.
+            "networks": ["host"],
+        },
+        log_dir=str(tmp_path / "logs"),
+        termination_timeout_seconds=2,
+        schedule_timeout_seconds=20,
+    )
+    yield client
+    assert_nothing_left(swarm)
+
+
+def logs_of(tmp_path: Path) -> tuple[str, str]:
+    (directory,) = list((tmp_path / "logs").iterdir())
+    return (directory / "stdout.log").read_text(), (directory / "stderr.log").read_text()
+
+
+def test_a_job_constrained_to_the_worker_runs_there_and_everything_comes_back(
+    swarm: SwarmCluster, swarm_client: PipesDockerSwarmClient, run_asset: RunAsset, tmp_path: Path
+) -> None:
+    big = secrets.token_hex(500_000)  # a 1 MB context: over the 500 KiB config cap
+
+    run = run_asset(swarm_client, PIPES_JOB, extras={"big": big, "blob": 5_000_000})
+
+    assert run.success, run.error
+    metadata = run.metadata
+    assert metadata["pipes_docker/node"] == swarm.worker_hostname
+    assert metadata["pipes_docker/exit_code"] == 0
+    assert metadata["pipes_docker/service_mode"] == "replicated-job"
+    assert metadata["big_chars"] == 1_000_000
+    assert metadata["blob"] == "b" * 5_000_000  # a 5 MB message, in 16 KiB log pieces
+    assert "context extras arrived: 1000000 chars" in run.log_messages()
+    stdout, stderr = logs_of(tmp_path)
+    assert stdout.splitlines() == ["an ordinary stdout line", "w" * 40_000]
+    assert stderr.splitlines() == ["an ordinary stderr line"]
+    assert "__dagster_pipes_version" not in stdout + stderr
+
+
+def test_a_failing_job_names_the_node_and_quotes_its_stderr(
+    swarm: SwarmCluster, swarm_client: PipesDockerSwarmClient, run_asset: RunAsset
+) -> None:
+    run = run_asset(
+        swarm_client, command=["sh", "-c", "echo 'loading data' >&2; echo 'bad row 7' >&2; exit 3"]
+    )
+
+    assert not run.success
+    assert "exited with code 3" in run.error
+    assert f"on Swarm node '{swarm.worker_hostname}'" in run.error
+    assert "bad row 7" in run.error
+
+
+def test_a_task_no_node_can_take_fails_within_the_schedule_timeout(
+    swarm: SwarmCluster, run_asset: RunAsset
+) -> None:
+    client = PipesDockerSwarmClient(
+        docker_client=swarm.manager,
+        service_kwargs={"constraints": ["node.labels.gpu==true"], "networks": ["host"]},
+        schedule_timeout_seconds=5,
+    )
+
+    started = time.monotonic()
+    run = run_asset(client, command=["true"])
+
+    assert time.monotonic() - started < 30
+    assert not run.success
+    assert "PipesDockerLaunchError" in run.error
+    assert "did not start within 5 s" in run.error
+    assert "no suitable node" in run.error
+    assert_nothing_left(swarm)
+
+
+def test_an_image_no_node_has_fails_clearly_naming_the_node(
+    swarm: SwarmCluster, swarm_client: PipesDockerSwarmClient, run_asset: RunAsset
+) -> None:
+    started = time.monotonic()
+    run = run_asset(swarm_client, image="pipes-docker-not-built:latest", command=["true"])
+
+    assert time.monotonic() - started < 60
+    assert not run.success
+    assert "PipesDockerImageError" in run.error or "PipesDockerLaunchError" in run.error
+    assert "pipes-docker-not-built:latest" in run.error
+    assert swarm.worker_hostname in run.error
+
+
+def test_a_timeout_stops_the_job_and_removes_its_service(
+    swarm: SwarmCluster, swarm_client: PipesDockerSwarmClient, run_asset: RunAsset
+) -> None:
+    code = "import time\nprint('started', flush=True)\ntime.sleep(300)"
+
+    started = time.monotonic()
+    run = run_asset(swarm_client, code, timeout_seconds=3)
+
+    assert time.monotonic() - started < 60
+    assert not run.success
+    assert "PipesDockerTimeoutError" in run.error
+    assert "timed out after 3 seconds" in run.error
+    assert "started" in run.error  # the output until then is quoted
+    assert_nothing_left(swarm)
+
+
+def test_the_orphan_sweep_removes_a_dead_orchestrators_service_and_config(
+    swarm: SwarmCluster,
+) -> None:
+    dead = {
+        MANAGED_LABEL: "true",
+        HOST_LABEL: socket.gethostname(),
+        PID_LABEL: "999999999",
+        PIDNS_LABEL: pid_namespace(),
+    }
+    name = f"pipes-orphan-{secrets.token_hex(4)}"
+    config = swarm.manager.configs.create(
+        name=f"{name}-c", data=b"{}", labels={**dead, "io.pipes-docker.service": name}
+    )
+    service = swarm.manager.services.create(
+        TEST_IMAGE,
+        ["sleep", "300"],
+        name=name,
+        labels=dead,
+        container_labels=dead,
+        mode=docker.types.ServiceMode("replicated-job", replicas=1),
+        restart_policy=docker.types.RestartPolicy(condition="none"),
+        constraints=[f"node.hostname=={swarm.worker_hostname}"],
+        networks=["host"],
+    )
+    live = swarm.manager.services.create(
+        TEST_IMAGE,
+        ["true"],
+        name=f"{name}-live",
+        labels={**dead, PID_LABEL: str(os.getpid())},
+        mode=docker.types.ServiceMode("replicated-job", replicas=1),
+        restart_policy=docker.types.RestartPolicy(condition="none"),
+        networks=["host"],
+    )
+    try:
+        removed = PipesDockerSwarmClient(docker_client=swarm.manager).remove_orphans()
+
+        assert set(removed) == {service.id, config.id}
+        assert [s.name for s in ours(swarm.manager.services.list())] == [f"{name}-live"]
+    finally:
+        live.remove()
+    assert_nothing_left(swarm)
+
+
+# -- a manager older than Engine 24 (moby/moby#44312) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def legacy_swarm(docker_client: docker.DockerClient) -> Iterator[SwarmCluster]:
+    """A Swarm of Engine 20.10 nodes (Debian bookworm's), whose managers leave a removed
+    replicated-job service's tasks behind, running or not."""
+    with two_node_swarm(docker_client, image=DIND_IMAGE) as cluster:
+        yield cluster
+
+
+def test_on_an_engine_20_10_swarm_jobs_run_once_and_leave_nothing_either(
+    legacy_swarm: SwarmCluster, run_asset: RunAsset, tmp_path: Path
+) -> None:
+    client = PipesDockerSwarmClient(
+        docker_client=legacy_swarm.manager,
+        service_kwargs={
+            "constraints": [f"node.hostname=={legacy_swarm.worker_hostname}"],
+            "networks": ["host"],
+        },
+        log_dir=str(tmp_path / "logs"),
+        termination_timeout_seconds=2,
+    )
+
+    run = run_asset(client, PIPES_JOB)
+    timed_out = run_asset(client, "import time\ntime.sleep(300)", timeout_seconds=2)
+
+    assert run.success, run.error
+    assert run.metadata["pipes_docker/service_mode"] == "replicated"
+    assert run.metadata["pipes_docker/node"] == legacy_swarm.worker_hostname
+    assert "context extras arrived: 0 chars" in run.log_messages()
+    assert not timed_out.success
+    assert "timed out after 2 seconds" in timed_out.error
+    assert_nothing_left(legacy_swarm)
