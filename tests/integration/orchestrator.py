@@ -14,6 +14,8 @@ The engine is the environment's (DOCKER_HOST). PIPES_DOCKER_TEST_CHANNEL picks t
 PIPES_DOCKER_TEST_CONTAINER_KWARGS (JSON) replaces the container keywords;
 PIPES_DOCKER_TEST_HOST_TEMP_ROOT is the engine host's path of WORK_DIR/pipes-tmp, when this
 process runs in a container (the auto channel's host_temp_dir_root).
+PIPES_DOCKER_TEST_SWARM_NODE, when set, runs the job with PipesDockerSwarmClient on that node
+of the Swarm whose manager DOCKER_HOST names.
 """
 
 import json
@@ -37,6 +39,7 @@ from pipes_docker import (
     PipesDockerClient,
     PipesDockerMountedChannel,
     PipesDockerStreamedChannel,
+    PipesDockerSwarmClient,
 )
 
 SLEEPING_JOB = """
@@ -73,6 +76,7 @@ def main() -> int:
     container_kwargs = json.loads(
         os.environ.get("PIPES_DOCKER_TEST_CONTAINER_KWARGS") or '{"network_mode": "none"}'
     )
+    client: PipesDockerClient | PipesDockerSwarmClient
     client = PipesDockerClient(
         docker_client=docker.from_env(),
         container_kwargs=container_kwargs,
@@ -80,6 +84,16 @@ def main() -> int:
         channel=channels[os.environ.get("PIPES_DOCKER_TEST_CHANNEL", "mounted")],
         termination_timeout_seconds=5,
     )
+    if os.environ.get("PIPES_DOCKER_TEST_SWARM_NODE"):
+        client = PipesDockerSwarmClient(
+            docker_client=docker.from_env(),
+            service_kwargs={
+                "constraints": [f"node.hostname=={os.environ['PIPES_DOCKER_TEST_SWARM_NODE']}"],
+                "networks": ["host"],
+            },
+            log_dir=str(work_dir / "logs"),
+            termination_timeout_seconds=5,
+        )
 
     @asset(name="job")
     def job_asset(context: AssetExecutionContext) -> MaterializeResult:

@@ -8,6 +8,7 @@ and that the worker keeps no container of ours.
 
 import os
 import secrets
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import docker
 import pytest
+from dagster import DagsterInstance
 
 from pipes_docker import MANAGED_LABEL, PipesDockerSwarmClient
 from pipes_docker.spec import HOST_LABEL, PID_LABEL, PIDNS_LABEL, pid_namespace
@@ -23,6 +25,7 @@ from pipes_docker.spec import HOST_LABEL, PID_LABEL, PIDNS_LABEL, pid_namespace
 from .conftest import TEST_IMAGE, AssetRun
 from .engines import DIND_IMAGE, wait_until
 from .swarm import SwarmCluster, two_node_swarm
+from .test_lifecycle import start_orchestrator
 
 RunAsset = Callable[..., AssetRun]
 
@@ -243,3 +246,42 @@ def test_on_an_engine_20_10_swarm_jobs_run_once_and_leave_nothing_either(
     assert not timed_out.success
     assert "timed out after 2 seconds" in timed_out.error
     assert_nothing_left(legacy_swarm)
+
+
+def test_an_orchestrator_signalled_mid_run_removes_the_service_and_its_task(
+    swarm: SwarmCluster, tmp_path: Path
+) -> None:
+    process = start_orchestrator(
+        tmp_path,
+        "sleep",
+        env={
+            "DOCKER_HOST": swarm.manager_url,
+            "PIPES_DOCKER_TEST_SWARM_NODE": swarm.worker_hostname,
+        },
+    )
+    try:
+        wait_until(
+            lambda: (
+                process.poll() is None
+                and any(
+                    "container started" in p.read_text() for p in tmp_path.glob("logs/*/stdout.log")
+                )
+            ),
+            60,
+            "the Swarm job to start",
+        )
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        elapsed = time.monotonic() - signalled
+    finally:
+        process.kill()
+        process.communicate()
+
+    assert process.returncode == 1  # Dagster turned the signal into a failed run
+    assert elapsed < 15  # the job got SIGTERM (docker-init passes it on), not the grace's end
+    with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        (run,) = instance.get_runs()
+        messages = [entry.user_message for entry in instance.all_logs(run.run_id)]
+    assert "message from the container before the signal" in messages
+    assert_nothing_left(swarm)
