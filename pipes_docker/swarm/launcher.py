@@ -253,6 +253,9 @@ class ServiceLauncher:
         """Remove the service; wait (bounded) until its task, container and all, is gone."""
         if not job.service_id or job.service_removed:
             return
+        if not job.task_id:  # interrupted before the first look at the task
+            task = self._engine.task(job.service_id)
+            job.task_id = task.id if task is not None else ""
         self._engine.remove_service(job.service_id)
         job.service_removed = True
         if not job.task_id:

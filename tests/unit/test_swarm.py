@@ -1,8 +1,9 @@
 """PipesDockerSwarmClient on the fake Swarm: context, messages, output, errors, cleanup."""
 
-
+import _thread
 import os
 import secrets
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -29,10 +30,17 @@ from pipes_docker import (
     PipesDockerSwarmClient,
     PipesDockerTimeoutError,
 )
+from pipes_docker.demux import LineSink
 from pipes_docker.engine import ContainerFile
 from pipes_docker.spec import HOST_LABEL, MANAGED_LABEL, PID_LABEL, PIDNS_LABEL, pid_namespace
 from pipes_docker.swarm.engine import ServiceSpec
-from pipes_docker.swarm.spec import CONFIG_PART_BYTES, service_configs, service_name
+from pipes_docker.swarm.launcher import ServiceLauncher
+from pipes_docker.swarm.spec import (
+    CONFIG_PART_BYTES,
+    build_service_spec,
+    service_configs,
+    service_name,
+)
 
 from .swarm_fakes import FakeNode, FakeSwarmEngine, FakeTask, send, swarm_job
 
@@ -390,3 +398,40 @@ def test_service_names_stay_within_swarms_limit_and_keep_their_random_tail() -> 
     assert len(service_name(long)) <= 63
     assert service_name(long).endswith("-deadbeef")
     assert service_name("pipes-1-job-cafe0001") == "pipes-1-job-cafe0001"
+
+
+def test_an_interrupted_run_stops_the_task_removes_everything_and_propagates() -> None:
+    running = threading.Event()
+
+    def job(spec: ServiceSpec, task: FakeTask) -> int:
+        task.stdout("before the interrupt\n")
+        running.set()
+        task.removed_from_service.wait(30)
+        return 143
+
+    engine = FakeSwarmEngine(job)
+    launcher = ServiceLauncher(engine)
+    spec = build_service_spec(
+        image="job:1",
+        command=None,
+        name="pipes-interrupted",
+        env_layers=[],
+        bootstrap_env={},
+        labels={MANAGED_LABEL: "true"},
+        options={},
+        files=[ContainerFile("/big", b"x" * (CONFIG_PART_BYTES + 1))],
+        stop_grace_seconds=1,
+    )
+    stdout, stderr = LineSink(), LineSink()
+    interrupted: list[BaseException] = []
+    threading.Thread(
+        target=lambda: (running.wait(10), _thread.interrupt_main()), daemon=True
+    ).start()
+
+    with pytest.raises(KeyboardInterrupt):
+        launcher.run(spec, stdout=stdout, stderr=stderr, on_interrupt=interrupted.append)
+
+    assert [type(exc) for exc in interrupted] == [KeyboardInterrupt]
+    assert engine.only.state == "shutdown"
+    assert stdout.tail_lines(5) == ["before the interrupt"]
+    assert_nothing_left(engine)
