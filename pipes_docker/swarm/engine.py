@@ -118,8 +118,10 @@ class SwarmEngine(Protocol):
         """Where the manager is, without credentials."""
 
     def service_mode(self) -> str:
-        """How a job runs here: ``"replicated-job"``, or ``"replicated"`` on managers too old
-        to clean up after jobs (always with one task and no restart)."""
+        """How a job runs here: ``"replicated-job"``, or ``"replicated"`` on older managers.
+
+        Either way one task, never restarted; see ``_JOBS_CLEANED_UP_API``.
+        """
 
     def create_config(self, config: ServiceConfig, labels: Mapping[str, str]) -> str:
         """Create a Swarm config; return its id."""

@@ -161,10 +161,11 @@ class ServiceLauncher:
             if task is not None:
                 last, job.task_id = task, task.id
                 if started is None and task.started:
-                    started = now
+                    # First seen already ended: it ran within the last poll, or since creation.
+                    started = created if task.ended else now
                 if task.ended:
                     if task.state == "complete" or (task.state == "failed" and task.exit_code):
-                        return task, started or created
+                        return task, started if started is not None else created
                     # Rejected by its node, failed before the job's process ran, shut down or
                     # orphaned (its node was lost): the job has no exit code to report.
                     raise self._not_started(spec, task)
