@@ -33,7 +33,7 @@ from pipes_docker.channels import (
     OpenChannel,
     PipesDockerAutoChannel,
     PipesDockerChannel,
-    PipesDockerCustomChannel,
+    choose_channel,
 )
 from pipes_docker.demux import TAIL_LINES, LineSink, output_tail
 from pipes_docker.engine import (
@@ -165,13 +165,12 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         self._log_dir = log_dir
         self._forward_termination = forward_termination
         self._termination_timeout = termination_timeout_seconds
-        if channel is not None and (context_injector or message_reader):
-            raise ValueError("Pass channel, or context_injector/message_reader, not both.")
-        if context_injector is not None or message_reader is not None:
-            channel = PipesDockerCustomChannel(
-                context_injector=context_injector, message_reader=message_reader
-            )
-        self._channel = channel or PipesDockerAutoChannel()
+        self._channel = choose_channel(
+            channel=channel,
+            context_injector=context_injector,
+            message_reader=message_reader,
+            default=PipesDockerAutoChannel,
+        )
         self._reattach = reattach
         self._launcher = ContainerLauncher(
             self._engine, termination_timeout_seconds=termination_timeout_seconds

@@ -532,21 +532,35 @@ class DockerEngine:
 
     @retry_transient_engine_errors
     def output_from_start(self, container_id: str) -> OutputStream:
+        return self.log_stream(
+            "/containers/{0}/logs",
+            container_id,
+            follow=True,
+            action=f"reading the logs of container {container_id[:12]}",
+            refusal=f"The engine at {self.address} cannot replay the output of container"
+            f" {container_id[:12]}",
+        )
+
+    def log_stream(
+        self, path: str, object_id: str, *, follow: bool, action: str, refusal: str
+    ) -> ResponseStream:
+        """A logs endpoint (a container's, a service's) from the start, framed, unparsed.
+
+        docker-py's own logs calls drop which stream a frame came from; this reads the raw
+        response, for the demuxer.
+        """
         api = self.client.api
-        with self.translate(f"reading the logs of container {container_id[:12]}"):
+        with self.translate(action):
             response = api._get(
-                api._url("/containers/{0}/logs", container_id),
-                params={"stdout": 1, "stderr": 1, "follow": 1},
+                api._url(path, object_id),
+                params={"stdout": 1, "stderr": 1, "follow": int(follow)},
                 stream=True,
             )
             try:
                 api._raise_for_status(response)
             except docker.errors.APIError as exc:
                 response.close()
-                raise PipesDockerEngineError(
-                    f"The engine at {self.address} cannot replay the output of container"
-                    f" {container_id[:12]}: {explain_api_error(exc)}"
-                ) from exc
+                raise PipesDockerEngineError(f"{refusal}: {explain_api_error(exc)}") from exc
         return ResponseStream(response)
 
     @retry_transient_engine_errors

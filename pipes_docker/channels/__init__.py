@@ -9,7 +9,7 @@
 
 from pipes_docker.channels.auto import PipesDockerAutoChannel
 from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
-from pipes_docker.channels.custom import PipesDockerCustomChannel
+from pipes_docker.channels.custom import PipesDockerCustomChannel, choose_channel
 from pipes_docker.channels.mounted import PipesDockerFileContextInjector, PipesDockerMountedChannel
 from pipes_docker.channels.streamed import (
     PipesDockerArchiveContextInjector,
@@ -27,4 +27,5 @@ __all__ = [
     "PipesDockerMountedChannel",
     "PipesDockerStdioMessageReader",
     "PipesDockerStreamedChannel",
+    "choose_channel",
 ]

@@ -24,7 +24,7 @@ from pipes_docker.channels.base import OpenChannel, PipesDockerChannel, output_u
 from pipes_docker.channels.streamed import PipesDockerStdioMessageReader, PipesDockerStreamedChannel
 from pipes_docker.engine import ContainerEngine
 
-__all__ = ["PipesDockerCustomChannel"]
+__all__ = ["PipesDockerCustomChannel", "choose_channel"]
 
 
 class PipesDockerCustomChannel(PipesDockerChannel):
@@ -77,3 +77,24 @@ class PipesDockerCustomChannel(PipesDockerChannel):
             container_files=streamed_injector.container_files,
             route_output=route,
         )
+
+
+def choose_channel(
+    *,
+    channel: PipesDockerChannel | None,
+    context_injector: PipesContextInjector | None,
+    message_reader: PipesMessageReader | None,
+    default: Callable[[], PipesDockerChannel],
+) -> PipesDockerChannel:
+    """A client's channel from its arguments: one channel, or the user's injector/reader pair.
+
+    Raises:
+        ValueError: Both a channel and an injector or reader were given.
+    """
+    if channel is not None and (context_injector or message_reader):
+        raise ValueError("Pass channel, or context_injector/message_reader, not both.")
+    if context_injector is not None or message_reader is not None:
+        return PipesDockerCustomChannel(
+            context_injector=context_injector, message_reader=message_reader
+        )
+    return channel or default()

@@ -22,8 +22,8 @@ from dagster_pipes import PipesExtras
 
 from pipes_docker.channels import (
     PipesDockerChannel,
-    PipesDockerCustomChannel,
     PipesDockerStreamedChannel,
+    choose_channel,
 )
 from pipes_docker.demux import TAIL_LINES, output_tail
 from pipes_docker.errors import PipesDockerContainerError
@@ -123,8 +123,6 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
     ) -> None:
         if engine is not None and docker_client is not None:
             raise ValueError("Pass docker_client or engine, not both.")
-        if channel is not None and (context_injector or message_reader):
-            raise ValueError("Pass channel, or context_injector/message_reader, not both.")
         check_service_kwargs(service_kwargs or {})
         self._engine: SwarmEngine = engine or DockerSwarmEngine(docker_client)
         self._env = dict(env or {})
@@ -132,11 +130,12 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
         self._service_kwargs = dict(service_kwargs or {})
         self._log_dir = log_dir
         self._stop_grace = termination_timeout_seconds if forward_termination else 0.0
-        if context_injector is not None or message_reader is not None:
-            channel = PipesDockerCustomChannel(
-                context_injector=context_injector, message_reader=message_reader
-            )
-        self._channel = channel or PipesDockerStreamedChannel()
+        self._channel = choose_channel(
+            channel=channel,
+            context_injector=context_injector,
+            message_reader=message_reader,
+            default=PipesDockerStreamedChannel,
+        )
         self._launcher = ServiceLauncher(
             self._engine, schedule_timeout_seconds=schedule_timeout_seconds
         )

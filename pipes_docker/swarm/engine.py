@@ -19,8 +19,8 @@ import docker.errors
 import docker.types
 from docker.models.services import _get_create_service_kwargs
 
-from pipes_docker.engine import DockerEngine, OutputStream, ResponseStream, explain_api_error
-from pipes_docker.errors import PipesDockerEngineError, PipesDockerLaunchError
+from pipes_docker.engine import DockerEngine, OutputStream, explain_api_error
+from pipes_docker.errors import PipesDockerLaunchError
 from pipes_docker.retry import retry_transient_engine_errors
 
 __all__ = [
@@ -270,22 +270,14 @@ class DockerSwarmEngine:
 
     @retry_transient_engine_errors
     def logs(self, service_id: str, *, follow: bool) -> OutputStream:
-        api = self._api
-        with self._docker.translate(f"reading the logs of service {service_id[:12]}"):
-            response = api._get(
-                api._url("/services/{0}/logs", service_id),
-                params={"stdout": 1, "stderr": 1, "follow": int(follow)},
-                stream=True,
-            )
-            try:
-                api._raise_for_status(response)
-            except docker.errors.APIError as exc:
-                response.close()
-                raise PipesDockerEngineError(
-                    f"The Swarm manager at {self.address} cannot give the logs of service"
-                    f" {service_id[:12]}: {explain_api_error(exc)}"
-                ) from exc
-        return ResponseStream(response)
+        return self._docker.log_stream(
+            "/services/{0}/logs",
+            service_id,
+            follow=follow,
+            action=f"reading the logs of service {service_id[:12]}",
+            refusal=f"The Swarm manager at {self.address} cannot give the logs of service"
+            f" {service_id[:12]}",
+        )
 
     def node_name(self, node_id: str) -> str:
         with self._lock:
