@@ -593,7 +593,9 @@ class _Translate:
     ) -> None:
         if exc is None or isinstance(exc, PipesDockerError):
             return
-        if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        if isinstance(
+            exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout
+        ) or _is_ssh_transport_failure(exc):
             raise PipesDockerEngineError(
                 f"Cannot reach the Docker engine at {self._engine.address} while {self._action}:"
                 f" {exc}. Is the daemon running, and does DOCKER_HOST point at it?",
@@ -820,6 +822,12 @@ def explain_api_error(exc: docker.errors.APIError) -> str:
     if isinstance(explanation, bytes):
         explanation = explanation.decode("utf-8", errors="replace")
     return str(explanation or exc)
+
+
+def _is_ssh_transport_failure(exc: BaseException) -> bool:
+    """A failure of docker-py's ssh transport (paramiko), e.g. sshd refusing a channel for a
+    moment under load: the engine could not be reached, which may pass."""
+    return type(exc).__module__.startswith("paramiko.")
 
 
 def _is_read_timeout(exc: BaseException) -> bool:

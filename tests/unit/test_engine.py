@@ -4,6 +4,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker.errors
+import paramiko
 import pytest
 import requests
 import urllib3.exceptions
@@ -75,6 +76,18 @@ def test_connection_errors_are_retried_until_the_call_succeeds() -> None:
 
     assert created.id == FakeContainer.id
     assert create.calls == 3
+
+
+def test_an_ssh_channel_refused_for_a_moment_is_retried_like_a_refused_connection() -> None:
+    client = FakeDockerClient()
+    wait = Script(paramiko.ChannelException(2, "Connect failed"), {"StatusCode": 0})
+    client.api.wait = wait  # type: ignore[attr-defined]
+    client.api.inspect_container = Script({"State": {}})  # type: ignore[attr-defined]
+
+    exit_ = DockerEngine(client).wait(FakeContainer.id, 1.0)  # type: ignore[arg-type]
+
+    assert exit_ is not None and exit_.exit_code == 0
+    assert wait.calls == 2
 
 
 def test_an_engine_that_stays_unreachable_fails_naming_its_address() -> None:
