@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 _CHUNK_SIZE = 1 << 16
 _FIRST_POLL_SECONDS = 0.05
-_MAX_POLL_SECONDS = 0.5
+_MAX_POLL_SECONDS = 0.2
 # After a service is removed, how long its task's container may take to go, beyond its grace.
 _REMOVAL_SECONDS = 30.0
 
