@@ -113,6 +113,7 @@ class ServiceLauncher:
             job.service_id = self._engine.create_service(spec, job.config_ids)
             follower = _Follower(self._engine.logs(job.service_id, follow=True), counted)
             task, started = self._wait(spec, job, timeout_seconds, follower)
+            job.task_ended = True
             duration = time.monotonic() - started
             follower.stop()
             follower.raise_failure(spec)
@@ -251,7 +252,7 @@ class ServiceLauncher:
         job.config_ids.clear()
 
     def _remove_service(self, job: _Job) -> None:
-        """Remove the service; wait (bounded) until its task, container and all, is gone."""
+        """Remove the service; wait (bounded) until a task it stops is gone."""
         if not job.service_id or job.service_removed:
             return
         if not job.task_id:  # interrupted before the first look at the task
@@ -259,7 +260,9 @@ class ServiceLauncher:
             job.task_id = task.id if task is not None else ""
         self._engine.remove_service(job.service_id)
         job.service_removed = True
-        if not job.task_id:
+        if not job.task_id or job.task_ended:
+            # A task that ended has nothing left to stop: the manager deletes it, and its node
+            # its container, on their own (within seconds; the tests wait for both).
             return
         deadline = time.monotonic() + _REMOVAL_SECONDS
         while self._engine.task_by_id(job.task_id) is not None:
@@ -283,6 +286,7 @@ class _Job:
     task_id: str = ""
     config_ids: list[str] = field(default_factory=list)
     service_removed: bool = False
+    task_ended: bool = False
 
 
 class _CountingSink:
