@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,6 +55,8 @@ from pipes_docker.swarm.spec import (
 )
 
 __all__ = ["PipesDockerSwarmClient"]
+
+logger = logging.getLogger(__name__)
 
 _WHY_STREAMED = "a Swarm task runs on a node that shares no filesystem with the orchestrator"
 
@@ -198,9 +201,16 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
                     timeout_seconds=timeout_seconds,
                     removals=removals,
                 )
-            finally:
+            except BaseException:
                 for removal in removals:
-                    removal.wait()
+                    try:
+                        removal.wait()
+                    except Exception:  # the run's own error is the one to raise
+                        logger.warning("Removing the run's service failed", exc_info=True)
+                raise
+            # The service's removal overlapped the session's teardown; it ends before run() does.
+            for removal in removals:
+                removal.wait()
             return invocation
 
     def _run(
