@@ -48,6 +48,7 @@ __all__ = [
     "ResourceSampler",
     "ResponseStream",
     "explain_api_error",
+    "is_transient_status",
 ]
 
 
@@ -351,7 +352,7 @@ class DockerEngine:
                     image=spec.image,
                 ) from exc
             except docker.errors.APIError as exc:
-                if _is_transient_status(exc):
+                if is_transient_status(exc):
                     raise  # _translate marks it transient; the retry policy tries again
                 if exc.status_code == 409 and spec.name in explain_api_error(exc):
                     # An earlier attempt did create it before its answer was lost.
@@ -388,7 +389,7 @@ class DockerEngine:
             try:
                 self.client.api.put_archive(container_id, "/", archive)
             except docker.errors.APIError as exc:
-                if _is_transient_status(exc):
+                if is_transient_status(exc):
                     raise
                 paths = ", ".join(f.path for f in files)
                 raise PipesDockerLaunchError(
@@ -555,6 +556,8 @@ class DockerEngine:
                 api._url(path, object_id),
                 params={"stdout": 1, "stderr": 1, "follow": int(follow)},
                 stream=True,
+                # Followed, a job may be silent for longer than any read timeout.
+                timeout=None if follow else api.timeout,
             )
             try:
                 api._raise_for_status(response)
@@ -601,7 +604,7 @@ class _Translate:
                 f" {exc}. Is the daemon running, and does DOCKER_HOST point at it?",
                 transient=True,
             ) from exc
-        if isinstance(exc, docker.errors.APIError) and _is_transient_status(exc):
+        if isinstance(exc, docker.errors.APIError) and is_transient_status(exc):
             raise PipesDockerEngineError(
                 f"The Docker engine at {self._engine.address} failed while {self._action}:"
                 f" {explain_api_error(exc)}",
@@ -797,7 +800,7 @@ def _is_pull_rate_limit(exc: docker.errors.APIError) -> bool:
     return gateway or "toomanyrequests" in explain_api_error(exc).lower()
 
 
-def _is_transient_status(exc: docker.errors.APIError) -> bool:
+def is_transient_status(exc: docker.errors.APIError) -> bool:
     return bool(exc.is_server_error() or exc.status_code == 429)
 
 

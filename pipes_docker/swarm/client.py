@@ -276,6 +276,8 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
                     memory_limit=None,
                     stderr_tail=tail,
                     tail_stream=tail_stream,
+                    # The node's reason when the process never ran (a missing executable).
+                    engine_error=_unusual(outcome.task.error),
                     node=outcome.node,
                 )
         metadata = self._metadata(image, outcome)
@@ -335,3 +337,10 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
                 self._engine.remove_config(config.id)
                 removed.append(config.id)
         return removed
+
+
+def _unusual(task_error: str | None) -> str | None:
+    """The task's error, unless it only restates the exit code."""
+    if task_error is None or task_error.startswith("task: non-zero exit"):
+        return None
+    return task_error

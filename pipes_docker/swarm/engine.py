@@ -19,7 +19,12 @@ import docker.errors
 import docker.types
 from docker.models.services import _get_create_service_kwargs
 
-from pipes_docker.engine import DockerEngine, OutputStream, explain_api_error
+from pipes_docker.engine import (
+    DockerEngine,
+    OutputStream,
+    explain_api_error,
+    is_transient_status,
+)
 from pipes_docker.errors import PipesDockerLaunchError
 from pipes_docker.retry import retry_transient_engine_errors
 
@@ -202,6 +207,10 @@ class DockerSwarmEngine:
                     templating={"name": "golang"} if config.templated else None,
                 )
             except docker.errors.APIError as exc:
+                if is_transient_status(exc):
+                    raise
+                if exc.status_code == 409:  # a retried create whose first attempt went through
+                    return self._ours("configs", config.name, labels, exc)
                 raise PipesDockerLaunchError(
                     f"The Swarm manager at {self.address} refused config {config.name!r}"
                     f" ({len(config.data)} bytes): {explain_api_error(exc)}. Is it a manager"
@@ -235,12 +244,24 @@ class DockerSwarmEngine:
         if spec.command is not None:
             keywords["args"] = list(spec.command)
         keywords.setdefault("init", True)
+        try:
+            create_kwargs = _get_create_service_kwargs("create", keywords)
+        except TypeError as exc:  # an unknown keyword in service_kwargs
+            raise PipesDockerLaunchError(
+                f"Invalid service_kwargs for image {spec.image!r}: {exc}",
+                image=spec.image,
+                container_id=None,
+            ) from exc
         with self._docker.translate(f"creating a Swarm service from image {spec.image!r}"):
             try:
                 # The low-level call: docker-py's services.create() inspects the new service
                 # afterwards, a round trip a run does not need.
-                created = self._api.create_service(**_get_create_service_kwargs("create", keywords))
+                created = self._api.create_service(**create_kwargs)
             except docker.errors.APIError as exc:
+                if is_transient_status(exc):
+                    raise
+                if exc.status_code == 409:  # a retried create whose first attempt went through
+                    return self._ours("services", spec.name, spec.labels, exc)
                 raise PipesDockerLaunchError(
                     f"The Swarm manager at {self.address} refused service {spec.name!r} (image"
                     f" {spec.image!r}): {explain_api_error(exc)}",
@@ -248,6 +269,22 @@ class DockerSwarmEngine:
                     container_id=None,
                 ) from exc
         return str(created["ID"])
+
+    def _ours(
+        self, kind: str, name: str, labels: Mapping[str, str], conflict: docker.errors.APIError
+    ) -> str:
+        """The id of the service or config ``name`` when this run made it, else the conflict."""
+        found = getattr(self._api, kind)(filters={"name": name})
+        for item in found:
+            spec = item.get("Spec") or {}
+            if spec.get("Name") == name and dict(spec.get("Labels") or {}) == dict(labels):
+                return str(item["ID"])
+        raise PipesDockerLaunchError(
+            f"A Swarm {kind[:-1]} named {name!r} already exists on {self.address} and is not"
+            f" this run's: {explain_api_error(conflict)}",
+            image="",
+            container_id=None,
+        ) from conflict
 
     @retry_transient_engine_errors
     def task(self, service_id: str) -> TaskStatus | None:

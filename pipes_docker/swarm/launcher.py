@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 _CHUNK_SIZE = 1 << 16
 _FIRST_POLL_SECONDS = 0.05
 _MAX_POLL_SECONDS = 0.2
+# How long stopping the follower waits for its thread; it feeds nothing more either way.
+_STOP_SECONDS = 5.0
 # After a service is removed, how long its task's container may take to go, beyond its grace.
 _REMOVAL_SECONDS = 30.0
 
@@ -103,9 +105,10 @@ class ServiceLauncher:
             PipesDockerEngineError: The manager could not be reached or failed.
         """
         counted = {STDOUT: _CountingSink(stdout), STDERR: _CountingSink(stderr)}
-        job = _Job()
+        job = _Job(stop_grace_seconds=spec.stop_grace_seconds)
         follower: _Follower | None = None
         removal: Removal | None = None
+        failed = False
         try:
             labels = {MANAGED_LABEL: "true", **spec.labels, SERVICE_LABEL: spec.name}
             for config in spec.configs:
@@ -125,23 +128,34 @@ class ServiceLauncher:
                 removal = Removal(functools.partial(self._remove, job))
             return ServiceOutcome(job.service_id, spec.name, task, node, duration, removal)
         except BaseException as exc:
+            failed = True
             with deferred_signals():
-                if job.service_id:
-                    if on_interrupt is not None and not isinstance(exc, PipesDockerError):
-                        on_interrupt(exc)
-                    # Removing the service is how a task is stopped: SIGTERM, then SIGKILL
-                    # after the stop grace period; the output until then is still read.
-                    self._remove_service(job)
-                if follower is not None:
-                    follower.stop()
-                for sink in counted.values():
-                    with contextlib.suppress(Exception):
-                        sink.close()
+                try:
+                    if job.service_id:
+                        if on_interrupt is not None and not isinstance(exc, PipesDockerError):
+                            on_interrupt(exc)
+                        # Removing the service is how a task is stopped: SIGTERM, then SIGKILL
+                        # after the stop grace period; the output until then is still read.
+                        self._remove_service(job)
+                except Exception:
+                    logger.warning("Stopping the run's service failed", exc_info=True)
+                finally:
+                    if follower is not None:
+                        follower.stop()
+                    for sink in counted.values():
+                        with contextlib.suppress(Exception):
+                            sink.close()
             raise
         finally:
             if removal is None:
                 with deferred_signals():
-                    self._remove(job)
+                    try:
+                        self._remove(job)
+                    except Exception:
+                        if not failed:
+                            raise
+                        # The run's own error is the one to raise.
+                        logger.warning("Removing the run's service failed", exc_info=True)
 
     def _wait(
         self,
@@ -159,6 +173,14 @@ class ServiceLauncher:
             follower.raise_failure(spec)
             task = self._engine.task(job.service_id)
             now = time.monotonic()
+            if task is None and last is not None:
+                raise PipesDockerLaunchError(
+                    f"Swarm service {spec.name!r} (image {spec.image!r}) was removed by someone"
+                    f" else while its task was {last.state} (`docker service rm`, or another"
+                    " orchestrator's orphan sweep): the job's end is unknown.",
+                    image=spec.image,
+                    container_id=last.container_id or None,
+                )
             if task is not None:
                 last, job.task_id = task, task.id
                 if started is None and task.started:
@@ -243,13 +265,35 @@ class ServiceLauncher:
                 demuxer.feed(chunk)
         finally:
             stream.close()
+        names = {STDOUT: "stdout", STDERR: "stderr"}
+        short = [names[stream] for stream, resumed_sink in resumed.items() if resumed_sink.missing]
+        if short:
+            raise PipesDockerOutputError(
+                f"The node kept less of the task's {' and '.join(short)} than had already"
+                " arrived: its log driver rotated or dropped output (a max-size / max-file"
+                " setting?), so the rest of the output and messages cannot be told apart from"
+                " what arrived. Give the task's log driver room for the whole job's output."
+            )
 
     def _remove(self, job: _Job) -> None:
-        """Remove the service (its task and container with it), then the configs."""
-        self._remove_service(job)
-        for config_id in job.config_ids:
-            self._engine.remove_config(config_id)
-        job.config_ids.clear()
+        """Remove the service (its task and container with it), then every config.
+
+        Raises:
+            PipesDockerError: The first removal that failed, once all were tried.
+        """
+        errors: list[Exception] = []
+        try:
+            self._remove_service(job)
+        except Exception as exc:
+            errors.append(exc)
+        for config_id in list(job.config_ids):
+            try:
+                self._engine.remove_config(config_id)
+                job.config_ids.remove(config_id)
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def _remove_service(self, job: _Job) -> None:
         """Remove the service; wait (bounded) until a task it stops is gone."""
@@ -264,15 +308,16 @@ class ServiceLauncher:
             # A task that ended has nothing left to stop: the manager deletes it, and its node
             # its container, on their own (within seconds; the tests wait for both).
             return
-        deadline = time.monotonic() + _REMOVAL_SECONDS
+        patience = job.stop_grace_seconds + _REMOVAL_SECONDS
+        deadline = time.monotonic() + patience
         while self._engine.task_by_id(job.task_id) is not None:
             if time.monotonic() > deadline:
                 logger.warning(
-                    "Task %s of removed service %s was still there after %ss; leaving it to"
+                    "Task %s of removed service %s was still there after %.0fs; leaving it to"
                     " the Swarm.",
                     job.task_id[:12],
                     job.service_id[:12],
-                    _REMOVAL_SECONDS,
+                    patience,
                 )
                 return
             time.sleep(0.1)
@@ -287,6 +332,7 @@ class _Job:
     config_ids: list[str] = field(default_factory=list)
     service_removed: bool = False
     task_ended: bool = False
+    stop_grace_seconds: float = 0.0
 
 
 class _CountingSink:
@@ -318,6 +364,11 @@ class _Resumed:
         self._sink = sink
         self._skip = sink.delivered
 
+    @property
+    def missing(self) -> bool:
+        """Whether the read from the start ended before what had been delivered already."""
+        return self._skip > 0
+
     def write(self, data: bytes | memoryview) -> None:
         if self._skip:
             if len(data) <= self._skip:
@@ -335,6 +386,7 @@ class _Follower:
         self._demuxer = FrameDemuxer(counted)
         self.stdout, self.stderr = counted[STDOUT], counted[STDERR]
         self._stopping = False
+        self._feeding = threading.Lock()
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pipes-docker-swarm-logs")
         self._thread.daemon = True
@@ -343,17 +395,25 @@ class _Follower:
     def _run(self) -> None:
         try:
             while chunk := self._stream.read(_CHUNK_SIZE):
-                self._demuxer.feed(chunk)
+                with self._feeding:
+                    if self._stopping:
+                        return
+                    self._demuxer.feed(chunk)
         except BaseException as exc:
             if not self._stopping and not _is_transport_failure(exc):
                 self._failure = exc
             # A broken follow stream loses nothing: the read after the task's end is complete.
 
     def stop(self) -> None:
-        """Stop following; what did not arrive yet is read from the start later."""
-        self._stopping = True
+        """Stop following; what did not arrive yet is read from the start later.
+
+        Once this returns nothing more is fed, even if the read blocked on the connection
+        wakes up only later (a transport whose socket cannot be shut down from here).
+        """
+        with self._feeding:
+            self._stopping = True
         self._stream.close()
-        self._thread.join()
+        self._thread.join(_STOP_SECONDS)
 
     def raise_failure(self, spec: ServiceSpec) -> None:
         if self._failure is None:

@@ -95,9 +95,7 @@ class FakeTask:
             return config.data
         reference = rb'\{\{config "([^"]+)"\}\}'
         assert re.fullmatch(rb"(" + reference + rb")*", config.data), "only {{config}} is faked"
-        return re.sub(
-            reference, lambda match: by_target[match.group(1).decode()].data, config.data
-        )
+        return re.sub(reference, lambda match: by_target[match.group(1).decode()].data, config.data)
 
     def stdout(self, data: str | bytes) -> None:
         self._write(STDOUT, data)
@@ -155,6 +153,10 @@ class FakeSwarmEngine:
         nodes: The Swarm's nodes (default: a manager and a worker, both with image ``job:1``).
         follow_limit: Bytes the live log stream delivers before it stops delivering.
         schedule_delay: Seconds between a service's creation and its task starting.
+        start_failure: ``(exit code, error)`` of a task whose container cannot start (its
+            command is missing, say): the node reports it failed, with that code and error.
+        kept_from: The index of the first log entry a read from the start still finds (the
+            node's log driver rotated the ones before away).
         seed: Seeds the random chunk sizes of the log streams.
     """
 
@@ -165,8 +167,12 @@ class FakeSwarmEngine:
         nodes: Sequence[FakeNode] | None = None,
         follow_limit: int | None = None,
         schedule_delay: float = 0.0,
+        start_failure: tuple[int, str] | None = None,
+        kept_from: int = 0,
         seed: int = 0,
     ) -> None:
+        self.start_failure = start_failure
+        self.kept_from = kept_from
         self.behaviour = behaviour or (lambda spec, task: 0)
         self.nodes = list(
             nodes
@@ -244,6 +250,10 @@ class FakeSwarmEngine:
         if task.spec.image not in task.node.images:
             task.state, task.error = "rejected", f"No such image: {task.spec.image}"
             return
+        if self.start_failure is not None:
+            task.exit_code, task.error = self.start_failure
+            task.state = "failed"
+            return
         task.state = "running"
         try:
             code = self.behaviour(task.spec, task)
@@ -291,7 +301,7 @@ class FakeSwarmEngine:
                         budget[0] = -1
                 service.followers.append((stream, budget))
             else:
-                for data in kept:
+                for data in kept[self.kept_from :]:
                     stream.push(data)
                 stream.end()
         return stream

@@ -30,9 +30,11 @@ class Script:
     def __init__(self, *answers: Any) -> None:
         self.answers = list(answers)
         self.calls = 0
+        self.kwargs: list[dict[str, Any]] = []
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
+        self.kwargs.append(kwargs)
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, BaseException):
             raise answer
