@@ -25,7 +25,7 @@ from pipes_docker.engine import (
     explain_api_error,
     is_transient_status,
 )
-from pipes_docker.errors import PipesDockerLaunchError
+from pipes_docker.errors import PipesDockerEngineError, PipesDockerLaunchError
 from pipes_docker.retry import retry_transient_engine_errors
 
 __all__ = [
@@ -207,6 +207,7 @@ class DockerSwarmEngine:
                     templating={"name": "golang"} if config.templated else None,
                 )
             except docker.errors.APIError as exc:
+                self._refuse_a_non_manager(exc)
                 if is_transient_status(exc):
                     raise
                 if exc.status_code == 409:  # a retried create whose first attempt went through
@@ -258,6 +259,7 @@ class DockerSwarmEngine:
                 # afterwards, a round trip a run does not need.
                 created = self._api.create_service(**create_kwargs)
             except docker.errors.APIError as exc:
+                self._refuse_a_non_manager(exc)
                 if is_transient_status(exc):
                     raise
                 if exc.status_code == 409:  # a retried create whose first attempt went through
@@ -269,6 +271,17 @@ class DockerSwarmEngine:
                     container_id=None,
                 ) from exc
         return str(created["ID"])
+
+    def _refuse_a_non_manager(self, exc: docker.errors.APIError) -> None:
+        """A node outside a Swarm, or a worker, answers 503 for good: not worth retrying."""
+        if "not a swarm manager" in explain_api_error(exc).lower():
+            raise PipesDockerEngineError(
+                f"The Docker engine at {self.address} is not a Swarm manager:"
+                f" {explain_api_error(exc)} PipesDockerSwarmClient needs the engine of a manager"
+                " node (docker_client, or DOCKER_HOST); PipesDockerClient runs jobs on a single"
+                " engine.",
+                transient=False,
+            ) from exc
 
     def _ours(
         self, kind: str, name: str, labels: Mapping[str, str], conflict: docker.errors.APIError

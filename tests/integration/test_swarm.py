@@ -285,3 +285,15 @@ def test_an_orchestrator_signalled_mid_run_removes_the_service_and_its_task(
         messages = [entry.user_message for entry in instance.all_logs(run.run_id)]
     assert "message from the container before the signal" in messages
     assert_nothing_left(swarm)
+
+
+def test_an_engine_that_is_no_swarm_manager_fails_at_once_saying_so(
+    docker_client: docker.DockerClient, run_asset: RunAsset
+) -> None:
+    started = time.monotonic()
+    run = run_asset(PipesDockerSwarmClient(docker_client=docker_client), command=["true"])
+
+    assert time.monotonic() - started < 10  # refused, not retried for the policy's 20 s
+    assert not run.success
+    assert "is not a Swarm manager" in run.error
+    assert "PipesDockerEngineError" in run.error

@@ -5,7 +5,7 @@ from typing import Any
 import docker.errors
 import pytest
 
-from pipes_docker.errors import PipesDockerLaunchError
+from pipes_docker.errors import PipesDockerEngineError, PipesDockerLaunchError
 from pipes_docker.swarm.engine import DockerSwarmEngine, ServiceConfig, ServiceSpec
 
 from .test_engine import FakeDockerClient, Script, api_error
@@ -146,3 +146,15 @@ def test_a_removed_service_has_no_task() -> None:
 
 def _calls(script: Script) -> list[dict[str, Any]]:
     return script.kwargs
+
+
+def test_an_engine_that_is_no_swarm_manager_is_refused_at_once_not_retried() -> None:
+    refusal = api_error(503, 'This node is not a swarm manager. Use "docker swarm init" ...')
+    create = Script(refusal)
+    engine = engine_with(create_service=create)
+
+    with pytest.raises(PipesDockerEngineError, match="is not a Swarm manager") as caught:
+        engine.create_service(spec(), ["cfg1"])
+
+    assert not caught.value.transient
+    assert create.calls == 1
