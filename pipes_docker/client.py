@@ -45,7 +45,7 @@ from pipes_docker.engine import (
 )
 from pipes_docker.errors import PipesDockerContainerError, PipesDockerImageError
 from pipes_docker.interrupts import sigterm_unwinds
-from pipes_docker.launcher import ContainerLauncher, ContainerOutcome, Removal
+from pipes_docker.launcher import ContainerLauncher, ContainerOutcome, Removal, awaited_removals
 from pipes_docker.session import (
     interrupt_logger,
     legacy_jobs_noted_at_info,
@@ -257,9 +257,8 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             injected = inject_dagster_pipes(self._engine.image_env(image), env_layers)
             env_layers.append(injected.env)
             files.extend(injected.files)
-        removals: list[Removal] = []
-        try:
-            invocation = self._run_session(
+        with awaited_removals("container") as removals:
+            return self._run_session(
                 context=context,
                 image=image,
                 image_id=image_id,
@@ -271,17 +270,6 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 timeout_seconds=timeout_seconds,
                 removals=removals,
             )
-        except BaseException:
-            for removal in removals:
-                try:
-                    removal.wait()
-                except Exception:
-                    logger.warning("Removing the run's container failed", exc_info=True)
-            raise
-        # The container's removal overlapped the session's teardown; it ends before run() does.
-        for removal in removals:
-            removal.wait()
-        return invocation
 
     def _run_session(
         self,

@@ -18,7 +18,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -40,7 +40,7 @@ from pipes_docker.errors import (
 from pipes_docker.interrupts import deferred_signals
 from pipes_docker.messages import ByteSink
 
-__all__ = ["ContainerLauncher", "ContainerOutcome", "Removal"]
+__all__ = ["ContainerLauncher", "ContainerOutcome", "Removal", "awaited_removals"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,27 @@ class Removal:
         self._thread.join()
         if self._error is not None:
             raise self._error
+
+
+@contextlib.contextmanager
+def awaited_removals(what: str) -> Iterator[list[Removal]]:
+    """Collects the removals a run leaves in the background; they end before the block does.
+
+    They overlap the run's own teardown (the Pipes session closing). When the block raises,
+    a removal that fails too is logged: the run's own error is the one to raise.
+    """
+    removals: list[Removal] = []
+    try:
+        yield removals
+    except BaseException:
+        for removal in removals:
+            try:
+                removal.wait()
+            except Exception:
+                logger.warning("Removing the run's %s failed", what, exc_info=True)
+        raise
+    for removal in removals:
+        removal.wait()
 
 
 class ContainerLauncher:

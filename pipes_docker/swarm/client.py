@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +28,7 @@ from pipes_docker.channels import (
 from pipes_docker.demux import TAIL_LINES, output_tail
 from pipes_docker.errors import PipesDockerContainerError
 from pipes_docker.interrupts import sigterm_unwinds
-from pipes_docker.launcher import Removal
+from pipes_docker.launcher import Removal, awaited_removals
 from pipes_docker.session import (
     interrupt_logger,
     legacy_jobs_noted_at_info,
@@ -55,8 +54,6 @@ from pipes_docker.swarm.spec import (
 )
 
 __all__ = ["PipesDockerSwarmClient"]
-
-logger = logging.getLogger(__name__)
 
 _WHY_STREAMED = "a Swarm task runs on a node that shares no filesystem with the orchestrator"
 
@@ -188,30 +185,17 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
         run_kwargs = dict(service_kwargs or {})
         check_service_kwargs(run_kwargs)
         options = merge_service_kwargs(self._service_kwargs, run_kwargs)
-        with sigterm_unwinds():
-            removals: list[Removal] = []
-            try:
-                invocation = self._run(
-                    context=context,
-                    image=image,
-                    command=command,
-                    env_layers=[self._env, pop_service_env(options), env or {}],
-                    extras=extras,
-                    options=options,
-                    timeout_seconds=timeout_seconds,
-                    removals=removals,
-                )
-            except BaseException:
-                for removal in removals:
-                    try:
-                        removal.wait()
-                    except Exception:  # the run's own error is the one to raise
-                        logger.warning("Removing the run's service failed", exc_info=True)
-                raise
-            # The service's removal overlapped the session's teardown; it ends before run() does.
-            for removal in removals:
-                removal.wait()
-            return invocation
+        with sigterm_unwinds(), awaited_removals("service") as removals:
+            return self._run(
+                context=context,
+                image=image,
+                command=command,
+                env_layers=[self._env, pop_service_env(options), env or {}],
+                extras=extras,
+                options=options,
+                timeout_seconds=timeout_seconds,
+                removals=removals,
+            )
 
     def _run(
         self,
