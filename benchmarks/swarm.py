@@ -103,14 +103,6 @@ def default_params(quick: bool) -> dict[str, Any]:
     }
 
 
-def job_script(scenario: str, params: dict[str, Any]) -> str:
-    if scenario == "stdout":
-        return bench.script_stdout(params["stdout_bytes"], params["line_bytes"])
-    if scenario == "logs":
-        return bench.script_logs(params["messages"])
-    return bench.SCRIPT_NOOP
-
-
 def expected_lines(params: dict[str, Any]) -> int:
     """The number of lines ``script_stdout`` writes (whole 64 KiB blocks of whole lines)."""
     per_block = (64 * 1024) // params["line_bytes"]
@@ -399,7 +391,7 @@ def measure(
     results: dict[str, Any] = {}
     warmups = [once("trivial", bench.SCRIPT_NOOP) for _ in range(params["warmups"])]
     for scenario in scenarios:
-        script = job_script(scenario, params)
+        script = bench.flood_script(scenario, params)
         repeats = params["repeats"] if scenario == "trivial" else 1
         reset_peak_rss()
         runs = []
@@ -473,7 +465,20 @@ def cell(scenario: str, record: dict[str, Any] | None) -> str:
 
 
 def leftovers(cluster: Any, session: str) -> dict[str, int]:
-    """Services, configs and containers of ours still on the cluster."""
+    """Services, configs and containers of ours still on the cluster.
+
+    A run's service and configs are gone when ``run()`` returns; its ended task's container is
+    removed by the node a few seconds later, so that is waited for (up to 30 s, as the tests do).
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        found = _leftovers_now(cluster)
+        if not any(found.values()) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def _leftovers_now(cluster: Any) -> dict[str, int]:
     from pipes_docker import MANAGED_LABEL
 
     found = {}

@@ -102,14 +102,6 @@ RUNNERS = {
 SCENARIOS = ("noop", "stdout", "logs")
 
 
-def job_script(scenario: str, params: dict[str, Any]) -> str:
-    if scenario == "stdout":
-        return bench.script_stdout(params["stdout_bytes"], params["line_bytes"])
-    if scenario == "logs":
-        return bench.script_logs(params["messages"])
-    return bench.SCRIPT_NOOP
-
-
 def docker_cli(host: str | None) -> list[str]:
     return ["docker", "-H", host] if host else ["docker"]
 
@@ -235,7 +227,7 @@ def worker(spec: dict[str, Any]) -> None:
     warmups = [once(bench.SCRIPT_NOOP, warmup=True) for _ in range(params["warmups"])]
     hwm_before = bench._proc_status_kib("VmHWM")
     repeats = params["repeats"] if scenario == "noop" else 1
-    script = job_script(scenario, params)
+    script = bench.flood_script(scenario, params)
     runs = [bench.analyse(scenario, spec, once(script)) for _ in range(repeats)]
     record: dict[str, Any] = dict(runs[-1])
     record["runs"] = [r["run"] for r in runs]

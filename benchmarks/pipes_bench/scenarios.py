@@ -54,6 +54,19 @@ def script_logs(count: int) -> str:
     )
 
 
+def flood_script(scenario: str, params: dict[str, Any]) -> str:
+    """The job of one column of transports.py's and swarm.py's tables.
+
+    ``scenario`` is "stdout" (``stdout_bytes`` in ``line_bytes``-long lines), "logs"
+    (``messages`` log calls) or anything else for the no-op job.
+    """
+    if scenario == "stdout":
+        return script_stdout(params["stdout_bytes"], params["line_bytes"])
+    if scenario == "logs":
+        return script_logs(params["messages"])
+    return SCRIPT_NOOP
+
+
 def metadata_blob(total_bytes: int) -> str:
     """Deterministic, position-dependent text: any cut, reorder or duplicate changes it."""
     return "".join(f"{i:07d}," for i in range(total_bytes // 8))
