@@ -353,8 +353,7 @@ class _CountingSink:
             self.sink.close()
 
     def tail_lines(self, count: int) -> list[str]:
-        tail: Callable[[int], list[str]] | None = getattr(self.sink, "tail_lines", None)
-        return tail(count) if tail is not None else []
+        return self.sink.tail_lines(count)
 
 
 class _Resumed:
