@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import IO, Protocol
 
-__all__ = ["TAIL_LINES", "FrameDemuxer", "LineSink", "StreamTarget", "output_tail"]
+__all__ = ["TAIL_LINES", "FrameDemuxer", "LineSink", "StreamTarget", "full_tail", "output_tail"]
 
 STDOUT = 1
 STDERR = 2
@@ -164,3 +164,13 @@ def output_tail(stdout: _HasTail, stderr: _HasTail, count: int) -> tuple[list[st
     if tail:
         return tail, "stderr"
     return stdout.tail_lines(count), "stdout"
+
+
+def full_tail(stdout: _HasTail, stderr: _HasTail, stream: str, shown: int) -> str | None:
+    """All that is kept of ``stream`` (its last 16 KiB), for a note under an error that quoted
+    only its last ``shown`` lines; ``None`` when the error showed it all."""
+    sink = stderr if stream == "stderr" else stdout
+    lines = sink.tail_lines(1 << 30)
+    if len(lines) <= shown:
+        return None
+    return "\n".join([f"The {stream} kept ({len(lines)} lines, its last 16 KiB):", *lines])

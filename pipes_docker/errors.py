@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 from dagster._core.errors import DagsterPipesExecutionError
 
+from pipes_docker.backend import RunTarget
+
 __all__ = [
     "PipesDockerChannelError",
     "PipesDockerContainerError",
@@ -67,74 +69,113 @@ class PipesDockerImageError(PipesDockerError):
         self.image = image
 
 
-class PipesDockerLaunchError(PipesDockerError):
-    """The container could not be created or started."""
+class _TargetedError(PipesDockerError):
+    """An error about one job: ``target`` names the container or service (when there is one)."""
 
-    def __init__(self, message: str, *, image: str, container_id: str | None) -> None:
-        super().__init__(message)
-        self.image = image
-        self.container_id = container_id
+    image: str | None
+    target: RunTarget | None
+
+    @property
+    def container_id(self) -> str | None:
+        """The container's id, when the job was a container."""
+        if self.target is not None and self.target.kind == "container":
+            return self.target.id
+        return None
+
+    @property
+    def node(self) -> str | None:
+        """The Swarm node the job ran on, when it was a Swarm task that got one."""
+        return self.target.node if self.target is not None else None
 
 
-class PipesDockerTimeoutError(PipesDockerError):
-    """The container ran longer than the run's ``timeout_seconds`` and was stopped."""
+class PipesDockerLaunchError(_TargetedError):
+    """The job could not be made or started (a container, a Swarm service or its task)."""
 
     def __init__(
-        self, message: str, *, image: str, container_id: str, timeout_seconds: float
+        self, message: str, *, image: str | None, target: RunTarget | None = None
     ) -> None:
         super().__init__(message)
         self.image = image
-        self.container_id = container_id
+        self.target = target
+
+
+class PipesDockerTimeoutError(_TargetedError):
+    """The job ran longer than the run's ``timeout_seconds`` and was stopped."""
+
+    def __init__(
+        self,
+        *,
+        image: str,
+        target: RunTarget,
+        timeout_seconds: float,
+        grace_seconds: float,
+        stderr_tail: Sequence[str] = (),
+        tail_stream: str = "stderr",
+    ) -> None:
+        self.image = image
+        self.target = target
         self.timeout_seconds = timeout_seconds
+        self.grace_seconds = grace_seconds
+        self.stderr_tail = list(stderr_tail)
+        lines = [
+            f"{_capitalized(target)} (image {image!r}) timed out after {timeout_seconds:g}"
+            f" seconds and was stopped (SIGTERM, then SIGKILL after {grace_seconds:g} s)."
+            " Raise timeout_seconds if the job needs longer.",
+            *_quote_tail(self.stderr_tail, tail_stream),
+        ]
+        super().__init__("\n".join(lines))
 
 
-class PipesDockerContainerError(PipesDockerError):
-    """The container ran and ended badly: non-zero exit, a signal, or the OOM killer.
+class PipesDockerContainerError(_TargetedError):
+    """The job ran and ended badly: non-zero exit, a signal, or the OOM killer.
 
     Attributes:
-        image: The image the container ran.
-        container_id: The id of the (now removed) container.
-        exit_code: The container's exit status.
+        image: The image the job ran.
+        target: The (now removed) container or service, and the node it ran on.
+        exit_code: The job's exit status.
         oom_killed: Whether the kernel's OOM killer ended it.
         signal_name: The signal that ended it, when the exit code says one did.
         stderr_tail: The last lines it wrote to stderr (or stdout when stderr was empty).
-        node: The Swarm node it ran on (``PipesDockerSwarmClient``); ``None`` on one host.
     """
 
     def __init__(
         self,
         *,
         image: str,
-        container_id: str,
+        target: RunTarget,
         exit_code: int,
-        oom_killed: bool,
-        memory_limit: int | None,
-        stderr_tail: Sequence[str],
+        oom_killed: bool = False,
+        memory_limit: int | None = None,
+        stderr_tail: Sequence[str] = (),
         tail_stream: str = "stderr",
         engine_error: str | None = None,
-        node: str | None = None,
     ) -> None:
         self.image = image
-        self.node = node
-        self.container_id = container_id
+        self.target = target
         self.exit_code = exit_code
         self.oom_killed = oom_killed
         self.memory_limit = memory_limit
         self.signal_name = signal_name_for_exit_code(exit_code)
         self.stderr_tail = list(stderr_tail)
-        super().__init__(
-            describe_container_failure(
-                image=image,
-                container_id=container_id,
-                exit_code=exit_code,
-                oom_killed=oom_killed,
-                memory_limit=memory_limit,
-                tail=self.stderr_tail,
-                tail_stream=tail_stream,
-                engine_error=engine_error,
-                node=node,
+        lines = [f"{_capitalized(target)} (image {image!r}) exited with code {exit_code}."]
+        if engine_error:
+            lines.append(f"The engine says: {engine_error}.")
+        if oom_killed:
+            limit = f" of {format_bytes(memory_limit)}" if memory_limit else ""
+            lines.append(
+                "It was killed by the kernel's OOM killer: it used more than its memory"
+                f" limit{limit}. Raise mem_limit in container_kwargs or make the job use less"
+                " memory."
             )
-        )
+        elif self.signal_name:
+            lines.append(f"It was killed by {self.signal_name}.")
+        lines.extend(_quote_tail(self.stderr_tail, tail_stream))
+        super().__init__("\n".join(lines))
+
+
+def _capitalized(target: RunTarget) -> str:
+    text = str(target)
+    return text[:1].upper() + text[1:]
 
 
 def signal_name_for_exit_code(exit_code: int) -> str | None:
@@ -145,57 +186,6 @@ def signal_name_for_exit_code(exit_code: int) -> str | None:
         except ValueError:
             return f"signal {exit_code - 128}"
     return None
-
-
-def describe_container_failure(
-    *,
-    image: str,
-    container_id: str,
-    exit_code: int,
-    oom_killed: bool,
-    memory_limit: int | None,
-    tail: Sequence[str],
-    tail_stream: str,
-    engine_error: str | None = None,
-    node: str | None = None,
-) -> str:
-    """Build the message of a :class:`PipesDockerContainerError`."""
-    where = f", on Swarm node {node!r}" if node else ""
-    lines = [
-        f"Container {container_id[:12]} (image {image!r}{where}) exited with code {exit_code}."
-    ]
-    if engine_error:
-        lines.append(f"The engine says: {engine_error}.")
-    signal_name = signal_name_for_exit_code(exit_code)
-    if oom_killed:
-        limit = f" of {format_bytes(memory_limit)}" if memory_limit else ""
-        lines.append(
-            f"It was killed by the kernel's OOM killer: it used more than its memory limit{limit}."
-            " Raise mem_limit in container_kwargs or make the job use less memory."
-        )
-    elif signal_name:
-        lines.append(f"It was killed by {signal_name}.")
-    lines.extend(_quote_tail(tail, tail_stream))
-    return "\n".join(lines)
-
-
-def describe_timeout(
-    *,
-    image: str,
-    container_id: str,
-    timeout_seconds: float,
-    grace_seconds: float,
-    tail: Sequence[str],
-    tail_stream: str,
-) -> str:
-    """Build the message of a :class:`PipesDockerTimeoutError`."""
-    lines = [
-        f"Container {container_id[:12]} (image {image!r}) timed out after {timeout_seconds:g}"
-        f" seconds and was stopped (SIGTERM, then SIGKILL after {grace_seconds:g} s)."
-        " Raise timeout_seconds if the job needs longer.",
-        *_quote_tail(tail, tail_stream),
-    ]
-    return "\n".join(lines)
 
 
 def _quote_tail(tail: Sequence[str], tail_stream: str) -> list[str]:

@@ -3,59 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import docker
 from dagster import (
     AssetExecutionContext,
-    MetadataValue,
     OpExecutionContext,
     PipesClient,
     PipesClientCompletedInvocation,
     PipesContextInjector,
     PipesMessageReader,
-    open_pipes_session,
 )
 from dagster._core.definitions.resource_annotation import TreatAsResourceParam
 from dagster_pipes import PipesExtras
 
-from pipes_docker.channels import (
-    PipesDockerChannel,
-    PipesDockerStreamedChannel,
-    choose_channel,
-)
-from pipes_docker.demux import TAIL_LINES, output_tail
-from pipes_docker.errors import PipesDockerContainerError
-from pipes_docker.interrupts import sigterm_unwinds
-from pipes_docker.launcher import Removal, awaited_removals
-from pipes_docker.session import (
-    interrupt_logger,
-    legacy_jobs_noted_at_info,
-    log_paths,
-    op_context,
-    output_sinks,
-)
-from pipes_docker.spec import (
-    MANAGED_LABEL,
-    container_name,
-    labels_for,
-    orchestrator_gone,
-)
-from pipes_docker.swarm.engine import DockerSwarmEngine, SwarmEngine
-from pipes_docker.swarm.launcher import ServiceLauncher, ServiceOutcome
-from pipes_docker.swarm.spec import (
-    SERVICE_LABEL,
-    build_service_spec,
-    check_service_kwargs,
-    merge_service_kwargs,
-    pop_service_env,
-    service_name,
-)
+from pipes_docker.channels import PipesDockerChannel, PipesDockerStreamedChannel, choose_channel
+from pipes_docker.dockerapi.services import DockerSwarmEngine
+from pipes_docker.ownership import sweep
+from pipes_docker.pipeline import RunPipeline, RunSettings
+from pipes_docker.swarm.backend import SwarmBackend
+from pipes_docker.swarm.engine import SwarmEngine
 
 __all__ = ["PipesDockerSwarmClient"]
 
-_WHY_STREAMED = "a Swarm task runs on a node that shares no filesystem with the orchestrator"
+# Names this client's launches in Dagster's event log (reattach).
+CLIENT_NAME = "pipes_docker.PipesDockerSwarmClient"
 
 
 class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
@@ -102,6 +75,11 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
         context_injector: A dagster ``PipesContextInjector`` of your own (instead of
             ``channel``).
         message_reader: A dagster ``PipesMessageReader`` of your own (instead of ``channel``).
+        reattach: When a step runs again for the same run lineage (a step retry, a resumed
+            run worker, a re-execution from failure) and the service an earlier attempt
+            launched still runs or ended well, adopt it instead of launching another, reading
+            its messages again from the service's logs. One that failed is removed and the job
+            runs afresh.
         engine: The Swarm seam; defaults to docker-py (``docker_client``). Meant for tests.
     """
 
@@ -119,25 +97,30 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
         channel: PipesDockerChannel | None = None,
         context_injector: PipesContextInjector | None = None,
         message_reader: PipesMessageReader | None = None,
+        reattach: bool = True,
         engine: SwarmEngine | None = None,
     ) -> None:
         if engine is not None and docker_client is not None:
             raise ValueError("Pass docker_client or engine, not both.")
-        check_service_kwargs(service_kwargs or {})
         self._engine: SwarmEngine = engine or DockerSwarmEngine(docker_client)
-        self._env = dict(env or {})
-        self._forward_stdio = forward_stdio
-        self._service_kwargs = dict(service_kwargs or {})
-        self._log_dir = log_dir
-        self._stop_grace = termination_timeout_seconds if forward_termination else 0.0
-        self._channel = choose_channel(
-            channel=channel,
-            context_injector=context_injector,
-            message_reader=message_reader,
-            default=PipesDockerStreamedChannel,
-        )
-        self._launcher = ServiceLauncher(
-            self._engine, schedule_timeout_seconds=schedule_timeout_seconds
+        self._pipeline = RunPipeline(
+            SwarmBackend(self._engine, schedule_timeout_seconds=schedule_timeout_seconds),
+            choose_channel(
+                channel=channel,
+                context_injector=context_injector,
+                message_reader=message_reader,
+                default=PipesDockerStreamedChannel,
+            ),
+            RunSettings(
+                env=dict(env or {}),
+                options=dict(service_kwargs or {}),
+                forward_stdio=forward_stdio,
+                log_dir=log_dir,
+                forward_termination=forward_termination,
+                termination_timeout_seconds=termination_timeout_seconds,
+                reattach=reattach,
+            ),
+            client_name=CLIENT_NAME,
         )
 
     @classmethod
@@ -154,6 +137,7 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
         extras: PipesExtras | None = None,
         service_kwargs: Mapping[str, Any] | None = None,
         timeout_seconds: float | None = None,
+        inject_pipes: bool = False,
     ) -> PipesClientCompletedInvocation:
         """Run ``image`` as a Swarm job in a Pipes session and wait for it to end.
 
@@ -168,6 +152,9 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
             service_kwargs: docker-py ``services.create`` keywords for this run, over the
                 client's.
             timeout_seconds: Stop the task (remove the service) and fail if it runs longer.
+            inject_pipes: Make ``import dagster_pipes`` work in any image with Python 3: the
+                orchestrator's installed dagster-pipes goes into the task as Swarm configs and
+                first on its ``PYTHONPATH``.
 
         Returns:
             The completed invocation, as with :class:`PipesDockerClient`; its metadata names
@@ -182,110 +169,17 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
                 within ``schedule_timeout_seconds`` (no node matches its constraints...).
             PipesDockerEngineError: The manager could not be reached.
         """
-        run_kwargs = dict(service_kwargs or {})
-        check_service_kwargs(run_kwargs)
-        options = merge_service_kwargs(self._service_kwargs, run_kwargs)
-        with sigterm_unwinds(), awaited_removals("service") as removals:
-            return self._run(
-                context=context,
-                image=image,
-                command=command,
-                env_layers=[self._env, pop_service_env(options), env or {}],
-                extras=extras,
-                options=options,
-                timeout_seconds=timeout_seconds,
-                removals=removals,
-            )
 
-    def _run(
-        self,
-        *,
-        context: OpExecutionContext | AssetExecutionContext,
-        image: str,
-        command: str | Sequence[str] | None,
-        env_layers: list[Mapping[str, str]],
-        extras: PipesExtras | None,
-        options: dict[str, Any],
-        timeout_seconds: float | None,
-        removals: list[Removal],
-    ) -> PipesClientCompletedInvocation:
-        with (
-            legacy_jobs_noted_at_info(context),
-            self._channel.open_without_engine(
-                warn=context.log.warning, reason=_WHY_STREAMED
-            ) as channel,
-            open_pipes_session(
-                context=op_context(context),
-                context_injector=channel.context_injector,
-                message_reader=channel.message_reader,
-                extras=extras,
-            ) as session,
-        ):
-            context.log.debug(
-                f"[pipes-docker] transport: {channel.transport} ({channel.description})"
-            )
-            spec = build_service_spec(
-                image=image,
-                command=command,
-                name=service_name(container_name(context)),
-                env_layers=env_layers,
-                bootstrap_env=session.get_bootstrap_env_vars(),
-                labels=labels_for(context),
-                options=options,
-                files=channel.container_files(),
-                stop_grace_seconds=self._stop_grace,
-            )
-            with output_sinks(
-                forward_stdio=self._forward_stdio, log_dir=self._log_dir, run_name=spec.name
-            ) as (stdout_sink, stderr_sink):
-                stdout, stderr = channel.route_output(stdout_sink, stderr_sink)
-                outcome = self._launcher.run(
-                    spec,
-                    stdout=stdout,
-                    stderr=stderr,
-                    timeout_seconds=timeout_seconds,
-                    on_interrupt=interrupt_logger(context, "the Swarm task"),
-                    remove_in_background=True,
-                )
-                if outcome.removal is not None:
-                    removals.append(outcome.removal)
-            exit_code = outcome.task.exit_code or 0
-            if exit_code != 0:
-                tail, tail_stream = output_tail(stdout_sink, stderr_sink, TAIL_LINES)
-                raise PipesDockerContainerError(
-                    image=spec.image,
-                    container_id=outcome.task.container_id or outcome.task.id,
-                    exit_code=exit_code,
-                    oom_killed=False,
-                    memory_limit=None,
-                    stderr_tail=tail,
-                    tail_stream=tail_stream,
-                    # The node's reason when the process never ran (a missing executable).
-                    engine_error=_unusual(outcome.task.error),
-                    node=outcome.node,
-                )
-        metadata = self._metadata(image, outcome)
-        metadata["pipes_docker/transport"] = channel.transport
-        return PipesClientCompletedInvocation(session, metadata=metadata)
-
-    def _metadata(self, image: str, outcome: ServiceOutcome) -> dict[str, Any]:
-        metadata: dict[str, Any] = {
-            "pipes_docker/image": image,
-            "pipes_docker/service_id": outcome.service_id,
-            "pipes_docker/service_name": outcome.service_name,
-            "pipes_docker/task_id": outcome.task.id,
-            "pipes_docker/container_id": outcome.task.container_id,
-            "pipes_docker/node": outcome.node,
-            "pipes_docker/exit_code": outcome.task.exit_code or 0,
-            "pipes_docker/duration_seconds": MetadataValue.float(
-                round(outcome.duration_seconds, 3)
-            ),
-            "pipes_docker/engine": self._engine.address,
-            "pipes_docker/service_mode": self._engine.service_mode(),
-        }
-        for stream, path in log_paths(self._log_dir, outcome.service_name).items():
-            metadata[f"pipes_docker/{stream}_log"] = MetadataValue.path(path)
-        return metadata
+        return self._pipeline.run(
+            context=context,
+            image=image,
+            command=command,
+            env=env,
+            extras=extras,
+            options=service_kwargs,
+            timeout_seconds=timeout_seconds,
+            inject_pipes=inject_pipes,
+        )
 
     def remove_orphans(self, *, older_than: timedelta = timedelta(hours=6)) -> list[str]:
         """Remove services (and their configs) of ours that a dead orchestrator left behind.
@@ -299,32 +193,5 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
         Returns:
             The ids of the services and configs removed.
         """
-        now = datetime.now(UTC)
 
-        def orphaned(labels: Mapping[str, str], created: datetime | None) -> bool:
-            return orchestrator_gone(labels) or (
-                created is not None and now - created >= older_than
-            )
-
-        removed = []
-        for service in self._engine.list_services({MANAGED_LABEL: "true"}):
-            if orphaned(service.labels, service.created):
-                self._engine.remove_service(service.id)
-                removed.append(service.id)
-        services_left = {
-            service.name for service in self._engine.list_services({MANAGED_LABEL: "true"})
-        }
-        for config in self._engine.list_configs({MANAGED_LABEL: "true"}):
-            if config.labels.get(SERVICE_LABEL) in services_left:
-                continue
-            if orphaned(config.labels, config.created):
-                self._engine.remove_config(config.id)
-                removed.append(config.id)
-        return removed
-
-
-def _unusual(task_error: str | None) -> str | None:
-    """The task's error, unless it only restates the exit code."""
-    if task_error is None or task_error.startswith("task: non-zero exit"):
-        return None
-    return task_error
+        return sweep(self._pipeline.backend, older_than=older_than)

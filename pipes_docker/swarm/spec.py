@@ -1,8 +1,6 @@
-"""Turn what a user asked for into a :class:`ServiceSpec`, and files into Swarm configs.
+"""A run's job as a Swarm service: ``services.create`` keywords merged and checked, files as configs.
 
-The environment merges as for a container (:func:`pipes_docker.spec.merge_env`), with the Pipes
-bootstrap variables last; labels say which Dagster run and step made the service. Files the
-task needs (a context too large for an environment variable) travel as Swarm configs: one per
+Files the task needs (a context too large for an environment variable) travel as Swarm configs: one per
 file up to the manager's cap of 500 KiB per config; a larger file is cut into parts of that
 size and joined again on the node by a templated config, so the task sees one whole file.
 """
@@ -10,21 +8,19 @@ size and joined again on the node by a templated config, so the task sees one wh
 from __future__ import annotations
 
 import secrets
-import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipes_docker.engine import ContainerFile
-from pipes_docker.spec import LABEL_PREFIX, merge_env
-from pipes_docker.swarm.engine import ServiceConfig, ServiceSpec
+from pipes_docker.backend import ContainerFile
+from pipes_docker.environment import environment_dict
+from pipes_docker.ownership import LABEL_PREFIX
+from pipes_docker.swarm.engine import ServiceConfig
 
 __all__ = [
     "CONFIG_PART_BYTES",
     "SERVICE_LABEL",
-    "build_service_spec",
     "check_service_kwargs",
     "merge_service_kwargs",
-    "pop_service_env",
     "service_configs",
     "service_name",
 ]
@@ -57,7 +53,10 @@ def merge_service_kwargs(
     """A run's keywords win, except that env, labels and lists (constraints, mounts...) add up."""
     merged = {**client_kwargs, **run_kwargs}
     if "env" in client_kwargs and "env" in run_kwargs:
-        merged["env"] = {**_env_dict(client_kwargs["env"]), **_env_dict(run_kwargs["env"])}
+        merged["env"] = {
+            **environment_dict(client_kwargs["env"]),
+            **environment_dict(run_kwargs["env"]),
+        }
     for key in _MAPPINGS:
         if key in client_kwargs and key in run_kwargs:
             merged[key] = {**client_kwargs[key], **run_kwargs[key]}
@@ -98,42 +97,3 @@ def service_configs(files: Sequence[ContainerFile]) -> list[ServiceConfig]:
             ServiceConfig(name(), template.encode(), file.path, templated=True, mode=file.mode)
         )
     return configs
-
-
-def build_service_spec(
-    *,
-    image: str,
-    command: str | Sequence[str] | None,
-    name: str,
-    env_layers: Sequence[Mapping[str, str]],
-    bootstrap_env: Mapping[str, str],
-    labels: Mapping[str, str],
-    options: dict[str, Any],
-    files: Sequence[ContainerFile],
-    stop_grace_seconds: float,
-) -> ServiceSpec:
-    env = merge_env(env_layers, bootstrap_env)
-    user_labels = dict(options.pop("labels", None) or {})
-    name = options.pop("name", None) or name
-    return ServiceSpec(
-        image=image,
-        name=name,
-        command=shlex.split(command) if isinstance(command, str) else command,
-        env=env,
-        labels={**user_labels, **labels},
-        configs=service_configs(files),
-        options=options,
-        stop_grace_seconds=stop_grace_seconds,
-    )
-
-
-def pop_service_env(options: dict[str, Any]) -> Mapping[str, str]:
-    """Take docker-py's ``env`` (a dict or ``KEY=VALUE`` list) out of ``options``."""
-    return _env_dict(options.pop("env", None) or {})
-
-
-def _env_dict(env: Any) -> dict[str, str]:
-    """docker-py takes a service's ``env`` as a dict or a list of ``KEY=VALUE`` strings."""
-    if isinstance(env, Mapping):
-        return {str(k): str(v) for k, v in env.items()}
-    return {key: value for key, _, value in (str(item).partition("=") for item in env)}

@@ -1,0 +1,256 @@
+"""One run, whatever runs the job: the pipeline both clients are thin faces of.
+
+A run merges and checks its options, makes sure of its image, opens its channel and dagster's
+Pipes session, launches (or adopts) the job, carries its output and messages, judges its exit,
+gathers metadata and cleans up. Only the :class:`~pipes_docker.backend.Backend` differs between
+:class:`~pipes_docker.PipesDockerClient` (a container) and
+:class:`~pipes_docker.PipesDockerSwarmClient` (a Swarm service), so every feature added here
+serves both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    MetadataValue,
+    OpExecutionContext,
+    PipesClientCompletedInvocation,
+    PipesSession,
+    open_pipes_session,
+)
+from dagster_pipes import PipesExtras
+
+from pipes_docker.backend import Backend, ContainerFile, JobSpec
+from pipes_docker.channels import PipesDockerChannel
+from pipes_docker.demux import TAIL_LINES, full_tail, output_tail
+from pipes_docker.environment import inject_dagster_pipes, merge_env
+from pipes_docker.errors import PipesDockerContainerError
+from pipes_docker.interrupts import sigterm_unwinds
+from pipes_docker.launcher import JobLauncher, JobOutcome, Removal, awaited_removals
+from pipes_docker.ownership import job_name, labels_for
+from pipes_docker.reattach import Adoption, Reattach
+from pipes_docker.session import (
+    interrupt_logger,
+    legacy_jobs_noted_at_info,
+    log_paths,
+    op_context,
+    output_sinks,
+)
+
+__all__ = ["RunPipeline", "RunSettings"]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a client fixes for all its runs."""
+
+    env: Mapping[str, str]
+    options: Mapping[str, Any]
+    forward_stdio: bool
+    log_dir: str | None
+    forward_termination: bool
+    termination_timeout_seconds: float
+    reattach: bool
+
+
+@dataclass(frozen=True)
+class _Ran:
+    outcome: JobOutcome
+    session: PipesSession
+    transport: str
+    adopted: bool
+    name: str
+
+
+class RunPipeline:
+    """Runs jobs on ``backend`` as Pipes sessions, one call to :meth:`run` per run.
+
+    Holds configuration only, so one pipeline serves concurrent runs.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        channel: PipesDockerChannel,
+        settings: RunSettings,
+        *,
+        client_name: str,
+    ) -> None:
+        backend.check_options(settings.options)
+        self.backend = backend
+        self._channel = channel
+        self._settings = settings
+        self._reattach = Reattach(backend, channel, client_name)
+        self._launcher = JobLauncher(
+            backend, termination_timeout_seconds=settings.termination_timeout_seconds
+        )
+
+    def run(
+        self,
+        *,
+        context: OpExecutionContext | AssetExecutionContext,
+        image: str,
+        command: str | Sequence[str] | None,
+        env: Mapping[str, str] | None,
+        extras: PipesExtras | None,
+        options: Mapping[str, Any] | None,
+        timeout_seconds: float | None,
+        inject_pipes: bool = False,
+    ) -> PipesClientCompletedInvocation:
+        run_options = dict(options or {})
+        self.backend.check_options(run_options)
+        merged = self.backend.merge_options(self._settings.options, run_options)
+        with sigterm_unwinds():
+            image_id = self.backend.image_id(image)
+            env_layers = [self._settings.env, self.backend.pop_env(merged), dict(env or {})]
+            files: list[ContainerFile] = []
+            if inject_pipes:
+                injected = inject_dagster_pipes(self.backend.image_env(image), env_layers)
+                env_layers.append(injected.env)
+                files.extend(injected.files)
+            with awaited_removals() as removals:
+                ran = self._run_session(
+                    context=context,
+                    image=image,
+                    command=command,
+                    env_layers=env_layers,
+                    files=files,
+                    extras=extras,
+                    options=merged,
+                    timeout_seconds=timeout_seconds,
+                    removals=removals,
+                )
+        metadata = self._metadata(image, image_id, ran.outcome, ran.name)
+        metadata["pipes_docker/transport"] = ran.transport
+        if ran.adopted:
+            metadata["pipes_docker/reattached"] = True
+        return PipesClientCompletedInvocation(ran.session, metadata=metadata)
+
+    def _run_session(
+        self,
+        *,
+        context: OpExecutionContext | AssetExecutionContext,
+        image: str,
+        command: str | Sequence[str] | None,
+        env_layers: list[Mapping[str, str]],
+        files: list[ContainerFile],
+        extras: PipesExtras | None,
+        options: dict[str, Any],
+        timeout_seconds: float | None,
+        removals: list[Removal],
+    ) -> _Ran:
+        settings = self._settings
+        adoption: Adoption | None = (
+            self._reattach.adoptable(context) if settings.reattach else None
+        )
+        channel_cm = (
+            adoption.reopened
+            if adoption is not None
+            else self.backend.open_channel(self._channel, image=image, warn=context.log.warning)
+        )
+        with (
+            legacy_jobs_noted_at_info(context),
+            channel_cm as channel,
+            open_pipes_session(
+                context=op_context(context),
+                context_injector=channel.context_injector,
+                message_reader=channel.message_reader,
+                extras=extras,
+            ) as session,
+        ):
+            context.log.debug(
+                f"[pipes-docker] transport: {channel.transport} ({channel.description})"
+            )
+            user_labels = dict(options.pop("labels", None) or {})
+            name = str(options.pop("name", None) or job_name(context))
+            if adoption is not None:
+                name = adoption.found.job.target.name or name
+            spec = JobSpec(
+                image=image,
+                name=name,
+                command=command,
+                env=merge_env(env_layers, session.get_bootstrap_env_vars()),
+                labels={**user_labels, **labels_for(context)},
+                options=options,
+                mounts=channel.mounts,
+                files=[*channel.container_files(), *files],
+                keep_output=settings.reattach and channel.keep_output,
+                stop_grace_seconds=(
+                    settings.termination_timeout_seconds if settings.forward_termination else 0.0
+                ),
+            )
+            if adoption is not None:
+                self._reattach.adopted(context, adoption)
+            with (
+                output_sinks(
+                    forward_stdio=settings.forward_stdio, log_dir=settings.log_dir, run_name=name
+                ) as (stdout_sink, stderr_sink),
+                self._reattach.leased(adoption),
+            ):
+                stdout, stderr = channel.route_output(stdout_sink, stderr_sink)
+                outcome = self._launcher.run(
+                    spec,
+                    stdout=stdout,
+                    stderr=stderr,
+                    timeout_seconds=timeout_seconds,
+                    on_interrupt=interrupt_logger(context, f"the {self.backend.kind}"),
+                    graceful_stop=settings.forward_termination,
+                    remove_in_background=True,
+                    on_started=(
+                        self._reattach.recorder(context, channel.launch_record)
+                        if settings.reattach
+                        else None
+                    ),
+                    adopt=adoption.found.job if adoption is not None else None,
+                )
+                if outcome.removal is not None:
+                    removals.append(outcome.removal)
+            if outcome.exit.exit_code != 0:
+                tail, tail_stream = output_tail(stdout_sink, stderr_sink, TAIL_LINES)
+                error = PipesDockerContainerError(
+                    image=image,
+                    target=outcome.target,
+                    exit_code=outcome.exit.exit_code,
+                    oom_killed=outcome.exit.oom_killed,
+                    memory_limit=outcome.exit.memory_limit,
+                    stderr_tail=tail,
+                    tail_stream=tail_stream,
+                    engine_error=outcome.exit.error,
+                )
+                more = full_tail(stdout_sink, stderr_sink, tail_stream, len(tail))
+                if more:
+                    error.add_note(more)
+                raise error
+        return _Ran(outcome, session, channel.transport, adoption is not None, name)
+
+    def _metadata(
+        self, image: str, image_id: str | None, outcome: JobOutcome, run_name: str
+    ) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"pipes_docker/image": image}
+        metadata.update(self.backend.image_metadata(image_id))
+        metadata.update(outcome.metadata)
+        metadata["pipes_docker/exit_code"] = outcome.exit.exit_code
+        metadata["pipes_docker/duration_seconds"] = MetadataValue.float(
+            round(outcome.duration_seconds, 3)
+        )
+        metadata["pipes_docker/engine"] = self.backend.address
+        for key, value in (
+            ("started_at", outcome.exit.started_at),
+            ("finished_at", outcome.exit.finished_at),
+        ):
+            if value:
+                metadata[f"pipes_docker/{key}"] = value
+        # Resource use, as far as the engine reported it: missing figures are left out.
+        for key, figure in outcome.usage.items():
+            metadata[f"pipes_docker/{key}"] = (
+                MetadataValue.float(float(figure))
+                if isinstance(figure, float)
+                else MetadataValue.int(int(figure))
+            )
+        for stream, path in log_paths(self._settings.log_dir, run_name).items():
+            metadata[f"pipes_docker/{stream}_log"] = MetadataValue.path(path)
+        return metadata
