@@ -29,20 +29,16 @@ from dagster._core.pipes.reattach import (
 )
 from dagster_pipes import PipesExtras
 
+from pipes_docker.backend import ContainerFile
 from pipes_docker.channels import (
     OpenChannel,
     PipesDockerAutoChannel,
     PipesDockerChannel,
     choose_channel,
 )
+from pipes_docker.container.engine import ContainerEngine, ContainerSpec, ContainerState
 from pipes_docker.demux import TAIL_LINES, LineSink, output_tail
-from pipes_docker.engine import (
-    ContainerEngine,
-    ContainerFile,
-    ContainerSpec,
-    ContainerState,
-    DockerEngine,
-)
+from pipes_docker.dockerapi.containers import DockerEngine
 from pipes_docker.errors import PipesDockerContainerError, PipesDockerImageError
 from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import ContainerLauncher, ContainerOutcome, Removal, awaited_removals
@@ -461,20 +457,17 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         found = list(self._engine.list_containers({MANAGED_LABEL: "true"}))
         # A container adopted by a live orchestrator (reattach) has a lease naming that one.
         leased = {
-            (c.get("Labels") or {})[LEASE_LABEL]
+            c.labels[LEASE_LABEL]
             for c in found
-            if LEASE_LABEL in (c.get("Labels") or {})
-            and not orchestrator_gone(c.get("Labels") or {})
+            if LEASE_LABEL in c.labels and not orchestrator_gone(c.labels)
         }
         removed = []
         for container in found:
-            labels = container.get("Labels") or {}
-            if container["Id"] in leased:
+            if container.id in leased:
                 continue
-            created = datetime.fromtimestamp(int(container.get("Created", 0)), UTC)
-            if orchestrator_gone(labels) or now - created >= older_than:
-                self._engine.remove(container["Id"])
-                removed.append(str(container["Id"]))
+            if orchestrator_gone(container.labels) or now - container.created >= older_than:
+                self._engine.remove(container.id)
+                removed.append(container.id)
         return removed
 
     def _ensure_image(self, image: str) -> str:

@@ -22,14 +22,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-from pipes_docker.demux import STDERR, STDOUT, TAIL_LINES, FrameDemuxer, output_tail
-from pipes_docker.engine import (
+from pipes_docker.backend import OutputStream
+from pipes_docker.container.engine import (
     ContainerEngine,
     ContainerExit,
     ContainerSpec,
     ContainerState,
-    OutputStream,
 )
+from pipes_docker.demux import STDERR, STDOUT, TAIL_LINES, FrameDemuxer, output_tail
 from pipes_docker.errors import (
     PipesDockerEngineError,
     PipesDockerError,

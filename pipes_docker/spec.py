@@ -17,7 +17,8 @@ from typing import Any
 
 from dagster import AssetExecutionContext, OpExecutionContext
 
-from pipes_docker.engine import ContainerFile, ContainerSpec, Mount
+from pipes_docker.backend import ContainerFile, Mount
+from pipes_docker.container.engine import ContainerSpec
 from pipes_docker.vendor import installed_dagster_pipes_dir, package_files
 
 __all__ = [

@@ -26,6 +26,7 @@ from pipes_docker.channels import (
     choose_channel,
 )
 from pipes_docker.demux import TAIL_LINES, output_tail
+from pipes_docker.dockerapi.services import DockerSwarmEngine
 from pipes_docker.errors import PipesDockerContainerError
 from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import Removal, awaited_removals
@@ -42,7 +43,7 @@ from pipes_docker.spec import (
     labels_for,
     orchestrator_gone,
 )
-from pipes_docker.swarm.engine import DockerSwarmEngine, SwarmEngine
+from pipes_docker.swarm.engine import SwarmEngine
 from pipes_docker.swarm.launcher import ServiceLauncher, ServiceOutcome
 from pipes_docker.swarm.spec import (
     SERVICE_LABEL,

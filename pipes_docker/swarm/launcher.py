@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from pipes_docker.backend import OutputStream
 from pipes_docker.demux import STDERR, STDOUT, TAIL_LINES, FrameDemuxer, output_tail
-from pipes_docker.engine import OutputStream
 from pipes_docker.errors import (
     PipesDockerError,
     PipesDockerImageError,

@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipes_docker.engine import ContainerFile
+from pipes_docker.backend import ContainerFile
 from pipes_docker.spec import LABEL_PREFIX, merge_env
 from pipes_docker.swarm.engine import ServiceConfig, ServiceSpec
 
