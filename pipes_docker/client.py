@@ -7,9 +7,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import docker
 from dagster import (
     AssetExecutionContext,
     MetadataValue,
@@ -63,6 +62,9 @@ from pipes_docker.spec import (
     orchestrator_labels,
     pop_environment,
 )
+
+if TYPE_CHECKING:
+    import docker  # only for the docker_client annotation: docker-py is called in dockerapi/
 
 __all__ = ["PipesDockerClient", "PullPolicy"]
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import docker
 from dagster import (
     AssetExecutionContext,
     MetadataValue,
@@ -53,6 +52,9 @@ from pipes_docker.swarm.spec import (
     pop_service_env,
     service_name,
 )
+
+if TYPE_CHECKING:
+    import docker  # only for the docker_client annotation: docker-py is called in dockerapi/
 
 __all__ = ["PipesDockerSwarmClient"]
 
