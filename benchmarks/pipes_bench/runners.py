@@ -151,7 +151,7 @@ def disable_stats_sampling() -> None:
     ``DockerEngine.usage`` starts a thread that reads the engine's stats stream during each
     run; here it returns a sampler that has nothing to stop and reports nothing.
     """
-    from pipes_docker.engine import DockerEngine
+    from pipes_docker.dockerapi.containers import DockerEngine
 
     class NoSampler:
         def stop(self) -> dict[str, int | float]:

@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
 from pipes_docker.channels.mounted import DEFAULT_MOUNT_PATH, PipesDockerMountedChannel
 from pipes_docker.channels.streamed import PipesDockerStreamedChannel
-from pipes_docker.engine import ContainerEngine
+from pipes_docker.container.engine import ContainerEngine
 from pipes_docker.errors import PipesDockerChannelError
 
 __all__ = ["PipesDockerAutoChannel"]

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from dagster import PipesContextInjector, PipesMessageReader
 from dagster_pipes import PipesContextData, PipesParams
 
-from pipes_docker.engine import ContainerEngine, ContainerFile, Mount
+from pipes_docker.backend import ContainerFile, Mount
+from pipes_docker.container.engine import ContainerEngine
 from pipes_docker.errors import PipesDockerChannelError
 from pipes_docker.messages import ByteSink
 

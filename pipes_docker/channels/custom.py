@@ -22,7 +22,7 @@ from dagster import PipesContextInjector, PipesMessageReader
 
 from pipes_docker.channels.base import OpenChannel, PipesDockerChannel, output_unchanged
 from pipes_docker.channels.streamed import PipesDockerStdioMessageReader, PipesDockerStreamedChannel
-from pipes_docker.engine import ContainerEngine
+from pipes_docker.container.engine import ContainerEngine
 
 __all__ = ["PipesDockerCustomChannel", "choose_channel"]
 

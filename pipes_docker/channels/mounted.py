@@ -31,9 +31,10 @@ import orjson
 from dagster import PipesContextInjector
 from dagster_pipes import PipesContextData, PipesParams
 
+from pipes_docker.backend import Mount
 from pipes_docker.channels.base import OpenChannel, PipesDockerChannel, ReattachedContextInjector
 from pipes_docker.channels.probe import ProbeResult, probe_shared_dir
-from pipes_docker.engine import ContainerEngine, Mount
+from pipes_docker.container.engine import ContainerEngine
 from pipes_docker.errors import PipesDockerChannelError
 from pipes_docker.reader import PipesDockerFileMessageReader
 

@@ -17,7 +17,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
-from pipes_docker.engine import ContainerEngine
+from pipes_docker.container.engine import ContainerEngine
 from pipes_docker.errors import PipesDockerChannelError
 
 __all__ = ["ProbeResult", "probe_shared_dir"]

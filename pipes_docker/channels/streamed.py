@@ -27,8 +27,9 @@ import orjson
 from dagster import PipesContextInjector, PipesMessageReader
 from dagster_pipes import PipesContextData, PipesMessage, PipesParams, encode_param
 
+from pipes_docker.backend import ContainerFile
 from pipes_docker.channels.base import OpenChannel, PipesDockerChannel, ReattachedContextInjector
-from pipes_docker.engine import ContainerEngine, ContainerFile
+from pipes_docker.container.engine import ContainerEngine
 from pipes_docker.messages import ByteSink, MessageDispatcher, MessageTap
 
 if TYPE_CHECKING:

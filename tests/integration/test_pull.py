@@ -19,7 +19,7 @@ import docker.errors
 import pytest
 
 from pipes_docker import PipesDockerClient
-from pipes_docker.engine import DockerEngine
+from pipes_docker.dockerapi.containers import DockerEngine
 from pipes_docker.errors import PipesDockerImageError
 
 from .conftest import AssetRun

@@ -1,4 +1,4 @@
-"""An in-memory :class:`~pipes_docker.engine.ContainerEngine` for unit tests.
+"""An in-memory :class:`~pipes_docker.container.engine.ContainerEngine` for unit tests.
 
 Each container is played by a Python callable, its *behaviour*, run on a thread from ``start``:
 
@@ -22,16 +22,17 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from datetime import UTC, datetime
 
 import docker.utils
 
-from pipes_docker.engine import (
+from pipes_docker.backend import ContainerFile
+from pipes_docker.container.engine import (
     ContainerExit,
-    ContainerFile,
     ContainerSpec,
     ContainerState,
     CreatedContainer,
+    ListedContainer,
 )
 
 _engine_numbers = itertools.count(1)
@@ -389,10 +390,10 @@ class FakeEngine:
         self._record("usage", container_id)
         return FakeSampler(dict(self.usage_figures))
 
-    def list_containers(self, labels: Mapping[str, str]) -> Sequence[Mapping[str, Any]]:
+    def list_containers(self, labels: Mapping[str, str]) -> Sequence[ListedContainer]:
         self._record("list_containers", ",".join(labels))
         return [
-            {"Id": cid, "Labels": dict(c.spec.labels), "Created": int(c.created)}
+            ListedContainer(cid, dict(c.spec.labels), datetime.fromtimestamp(int(c.created), UTC))
             for cid, c in self.containers.items()
             if not c.removed and labels.items() <= c.spec.labels.items()
         ]

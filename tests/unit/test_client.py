@@ -38,7 +38,7 @@ from pipes_docker import (
     PipesDockerLaunchError,
     PipesDockerTimeoutError,
 )
-from pipes_docker.engine import ContainerExit, ContainerSpec
+from pipes_docker.container.engine import ContainerExit, ContainerSpec
 
 from .fakes import FakeContainer, FakeEngine, exits_with, never_exits
 

@@ -9,7 +9,8 @@ import pytest
 import requests
 import urllib3.exceptions
 
-from pipes_docker.engine import ContainerSpec, DockerEngine
+from pipes_docker.container.engine import ContainerSpec
+from pipes_docker.dockerapi.containers import DockerEngine
 from pipes_docker.errors import (
     PipesDockerEngineError,
     PipesDockerImageError,
@@ -55,7 +56,7 @@ CREATED = {"Id": FakeContainer.id, "Warnings": []}
 class FakeDockerClient:
     def __init__(self, **api: Callable[..., Any]) -> None:
         methods = {name: staticmethod(method) for name, method in api.items()}
-        api_attrs = {"base_url": "http+docker://fake", "_version": "1.41", **methods}
+        api_attrs = {"base_url": "http+docker://fake", "api_version": "1.41", **methods}
         self.api = type("Api", (), api_attrs)()
         self.containers = type("Containers", (), {})()
         self.images = type("Images", (), {})()
@@ -258,7 +259,7 @@ def test_copy_files_sends_one_tar_with_parent_dirs() -> None:
     import io
     import tarfile
 
-    from pipes_docker.engine import ContainerFile
+    from pipes_docker.backend import ContainerFile
 
     received: dict[str, Any] = {}
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 
-from pipes_docker.engine import ContainerEngine, DockerEngine
+from pipes_docker.container.engine import ContainerEngine
+from pipes_docker.dockerapi.containers import DockerEngine
 
 from .fakes import FakeEngine
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from pipes_docker.container.engine import ContainerExit, ContainerSpec
 from pipes_docker.demux import LineSink
-from pipes_docker.engine import ContainerExit, ContainerSpec
 from pipes_docker.errors import (
     PipesDockerEngineError,
     PipesDockerOutputError,

@@ -21,7 +21,7 @@ from dagster import (
 )
 
 from pipes_docker import PipesDockerClient, PipesDockerStreamedChannel
-from pipes_docker.engine import ContainerExit, ContainerSpec
+from pipes_docker.container.engine import ContainerExit, ContainerSpec
 from pipes_docker.spec import HOST_LABEL, LEASE_LABEL, MANAGED_LABEL, PID_LABEL, PIDNS_LABEL
 
 from .fakes import FakeContainer, FakeEngine

@@ -25,8 +25,8 @@ from pipes_docker import (
     PipesDockerMountedChannel,
     PipesDockerSwarmClient,
 )
+from pipes_docker.backend import ContainerFile
 from pipes_docker.demux import LineSink
-from pipes_docker.engine import ContainerFile
 from pipes_docker.spec import HOST_LABEL, MANAGED_LABEL, PID_LABEL, PIDNS_LABEL, pid_namespace
 from pipes_docker.swarm.engine import ServiceSpec
 from pipes_docker.swarm.launcher import ServiceLauncher

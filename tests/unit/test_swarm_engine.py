@@ -5,8 +5,9 @@ from typing import Any
 import docker.errors
 import pytest
 
+from pipes_docker.dockerapi.services import DockerSwarmEngine
 from pipes_docker.errors import PipesDockerEngineError, PipesDockerLaunchError
-from pipes_docker.swarm.engine import DockerSwarmEngine, ServiceConfig, ServiceSpec
+from pipes_docker.swarm.engine import ServiceConfig, ServiceSpec
 
 from .test_engine import FakeDockerClient, Script, api_error
 

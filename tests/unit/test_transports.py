@@ -24,7 +24,7 @@ from pipes_docker import (
     PipesDockerMountedChannel,
     PipesDockerStreamedChannel,
 )
-from pipes_docker.engine import ContainerSpec
+from pipes_docker.container.engine import ContainerSpec
 
 from .fakes import FakeContainer, FakeEngine
 from .test_client import materialization_metadata, pipes_context, pipes_job, run_asset, send

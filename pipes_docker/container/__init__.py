@@ -1,0 +1,1 @@
+"""The single-host backend: one container on one Docker engine."""

@@ -1,0 +1,170 @@
+"""The single-host seam: the container operations pipes-docker needs, in plain values.
+
+:class:`ContainerEngine` takes and returns the small values below, with errors already
+translated into pipes-docker's own. :class:`pipes_docker.dockerapi.containers.DockerEngine`
+implements it with docker-py; unit tests use an in-memory fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from pipes_docker.backend import ContainerFile, Mount, OutputStream
+
+__all__ = [
+    "ContainerEngine",
+    "ContainerExit",
+    "ContainerSpec",
+    "ContainerState",
+    "CreatedContainer",
+    "ListedContainer",
+    "ResourceSampler",
+]
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one container, already merged and validated.
+
+    ``options`` are further docker-py ``containers.create`` keywords (user, mem_limit,
+    network_mode, ...) that pipes-docker passes through untouched.
+    """
+
+    image: str
+    name: str
+    command: str | Sequence[str] | None
+    env: Mapping[str, str]
+    labels: Mapping[str, str]
+    mounts: Sequence[Mount] = ()
+    volumes: Sequence[str] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+    files: Sequence[ContainerFile] = ()
+
+
+@dataclass(frozen=True)
+class CreatedContainer:
+    id: str
+    tty: bool
+
+
+@dataclass(frozen=True)
+class ContainerExit:
+    """How a container ended."""
+
+    exit_code: int
+    oom_killed: bool = False
+    memory_limit: int | None = None
+    error: str | None = None
+    started_at: str | None = None  # the engine's timestamps, RFC 3339
+    finished_at: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What the engine says about an existing container."""
+
+    id: str
+    name: str
+    image: str
+    running: bool
+    exit_code: int | None  # None while it runs
+    tty: bool
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class ResourceSampler(Protocol):
+    """Samples a container's resource use while it runs."""
+
+    def stop(self) -> Mapping[str, int | float]:
+        """Stop sampling; the figures the engine reported (those it did not are left out)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ListedContainer:
+    """A container as listed by its labels: enough to decide whether to sweep it."""
+
+    id: str
+    labels: Mapping[str, str]
+    created: datetime
+
+
+class ContainerEngine(Protocol):
+    """The container operations pipes-docker needs, in plain values."""
+
+    @property
+    def address(self) -> str:
+        """Where the engine is, for error messages."""
+        ...
+
+    def image_id(self, image: str) -> str | None:
+        """The id of ``image`` on the engine, or ``None`` when it is not there."""
+        ...
+
+    def image_digests(self, image_id: str) -> Sequence[str]:
+        """The registry digests (``repo@sha256:...``) of an image seen by ``image_id``; empty
+        for an image built or loaded locally."""
+        ...
+
+    def usage(self, container_id: str) -> ResourceSampler:
+        """Start sampling the running container's resource use (the engine's stats stream)."""
+        ...
+
+    def image_env(self, image: str) -> Mapping[str, str]:
+        """The environment the image's config sets (its Dockerfile ``ENV`` lines)."""
+        ...
+
+    def pull(self, image: str, auth: Mapping[str, str] | None) -> None: ...
+
+    def create(self, spec: ContainerSpec) -> CreatedContainer: ...
+
+    def copy_files(self, container_id: str, image: str, files: Sequence[ContainerFile]) -> None:
+        """Copy ``files`` into a created container, before it starts."""
+        ...
+
+    def probe_bind_mount(self, image: str, host_path: str, file_name: str) -> bytes | None:
+        """Read ``host_path/file_name`` as the engine sees it through a bind mount.
+
+        Creates (never starts) a container from ``image`` that bind-mounts ``host_path``, reads
+        the file through it and removes the container. Returns ``None`` when the engine's host
+        has no such path: the engine does not share the caller's filesystem there.
+        """
+        ...
+
+    def attach(self, container_id: str) -> OutputStream: ...
+
+    def start(self, container_id: str, image: str) -> None: ...
+
+    def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
+        """The container's exit, or ``None`` if it is still running after ``timeout`` seconds."""
+        ...
+
+    def stop(self, container_id: str, grace_seconds: float) -> None: ...
+
+    def remove(self, container_id: str) -> None: ...
+
+    def list_containers(self, labels: Mapping[str, str]) -> Sequence[ListedContainer]:
+        """Every container, running or not, that carries all of ``labels``."""
+        ...
+
+    def container_state(self, container_id: str) -> ContainerState | None:
+        """The container's state, or ``None`` when there is no such container."""
+        ...
+
+    def output_from_start(self, container_id: str) -> OutputStream:
+        """Everything the container wrote, from its start, then what it writes until it ends.
+
+        Read through the logs API, so only for containers whose log driver keeps the output;
+        framed like the attach stream (stdout and stderr apart) unless the container has a TTY.
+
+        Raises:
+            PipesDockerEngineError: The engine cannot replay this container's output.
+        """
+        ...
+
+    def create_lease(self, container_id: str, image: str, labels: Mapping[str, str]) -> str:
+        """Create (never start) a marker container saying who now owns ``container_id``."""
+        ...

@@ -1,0 +1,397 @@
+"""DockerEngine: the single-host seam (:class:`~pipes_docker.container.engine.ContainerEngine`)
+implemented with docker-py."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import requests.exceptions
+
+from pipes_docker.backend import ContainerFile, Mount, OutputStream
+from pipes_docker.container.engine import (
+    ContainerExit,
+    ContainerSpec,
+    ContainerState,
+    CreatedContainer,
+    ListedContainer,
+    ResourceSampler,
+)
+from pipes_docker.dockerapi import private
+from pipes_docker.dockerapi.archives import tar_files, untar_one
+from pipes_docker.dockerapi.connection import (
+    DockerConnection,
+    explain_api_error,
+    is_read_timeout,
+    is_transient_status,
+)
+from pipes_docker.dockerapi.stats import StatsSampler
+from pipes_docker.dockerapi.streams import SocketStream
+from pipes_docker.errors import PipesDockerImageError, PipesDockerLaunchError
+from pipes_docker.retry import retry_transient_engine_errors
+
+__all__ = ["DockerEngine"]
+
+
+class DockerEngine:
+    """A :class:`~pipes_docker.container.engine.ContainerEngine` backed by docker-py.
+
+    Args:
+        client: The docker-py client to use. When ``None``, one is made from the environment
+            (``DOCKER_HOST`` or the local socket) on first use and kept for later runs; making it
+            lazily lets a code location load while the engine is down.
+    """
+
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        self._connection = DockerConnection(client)
+        self._lock = threading.Lock()
+        self._digests: dict[str, list[str]] = {}
+
+    @property
+    def client(self) -> docker.DockerClient:
+        return self._connection.client
+
+    @property
+    def address(self) -> str:
+        """Where the engine is, without credentials: ``unix:///...``, ``tcp://...``, ``ssh://...``."""
+        return self._connection.address
+
+    @retry_transient_engine_errors
+    def image_id(self, image: str) -> str | None:
+        with self._connection.translate(f"inspecting image {image!r}"):
+            try:
+                attrs = self.client.api.inspect_image(image)
+            except docker.errors.ImageNotFound:
+                return None
+        with self._lock:
+            self._digests[str(attrs["Id"])] = list(attrs.get("RepoDigests") or [])
+        return str(attrs["Id"])
+
+    def image_digests(self, image_id: str) -> Sequence[str]:
+        # Read from the inspect image_id() made for this run: no round trip of its own.
+        with self._lock:
+            return list(self._digests.get(image_id, ()))
+
+    @retry_transient_engine_errors
+    def image_env(self, image: str) -> Mapping[str, str]:
+        with self._connection.translate(f"inspecting image {image!r}"):
+            try:
+                attrs = self.client.api.inspect_image(image)
+            except docker.errors.ImageNotFound as exc:
+                raise PipesDockerImageError(
+                    f"Image {image!r} was not found on the Docker engine at {self.address}.",
+                    image=image,
+                ) from exc
+        pairs = (item.partition("=") for item in (attrs.get("Config") or {}).get("Env") or [])
+        return {key: value for key, _, value in pairs}
+
+    @retry_transient_engine_errors
+    def pull(self, image: str, auth: Mapping[str, str] | None) -> None:
+        repository, tag = _split_reference(image)
+        with self._connection.translate(f"pulling image {image!r}"):
+            try:
+                events = self.client.api.pull(
+                    repository, tag=tag, stream=True, decode=True, auth_config=auth or None
+                )
+                # The engine reports most pull failures inside the stream with a 200 status.
+                # Read it to its end even after an error, so the connection is released.
+                failure = None
+                for event in events:
+                    if "error" in event and failure is None:
+                        failure = event.get("errorDetail", {}).get("message") or event["error"]
+                if failure is not None:
+                    raise PipesDockerImageError(
+                        f"Pulling image {image!r} from {self.address} failed: {failure}",
+                        image=image,
+                    )
+            except docker.errors.APIError as exc:
+                # The engine answers 500 when the registry refuses (bad credentials, unknown
+                # manifest): retrying would only resend a bad password. Only rate limits and
+                # gateway failures are worth another try.
+                if _is_pull_rate_limit(exc):
+                    raise
+                raise PipesDockerImageError(
+                    f"Pulling image {image!r} failed: {explain_api_error(exc)}", image=image
+                ) from exc
+
+    @retry_transient_engine_errors
+    def create(self, spec: ContainerSpec) -> CreatedContainer:
+        volumes = [*spec.volumes, *(_bind(m) for m in spec.mounts)]
+        with self._connection.translate(f"creating a container from image {spec.image!r}"):
+            try:
+                # The low-level call: docker-py's containers.create() inspects the new container
+                # afterwards, a round trip a run does not need.
+                created = self.client.api.create_container(
+                    **private.container_create_arguments(
+                        {
+                            "image": spec.image,
+                            "command": spec.command,
+                            "name": spec.name,
+                            "environment": dict(spec.env),
+                            "labels": dict(spec.labels),
+                            "volumes": volumes,
+                            "detach": True,
+                            "version": self.client.api.api_version,
+                            **spec.options,
+                        }
+                    )
+                )
+            except docker.errors.ImageNotFound as exc:
+                raise PipesDockerImageError(
+                    f"Image {spec.image!r} was not found on the Docker engine at {self.address}:"
+                    f" {explain_api_error(exc)}. Build or pull it first,"
+                    " or use pull_policy='if_not_present'.",
+                    image=spec.image,
+                ) from exc
+            except docker.errors.APIError as exc:
+                if is_transient_status(exc):
+                    raise  # translate() marks it transient; the retry policy tries again
+                if exc.status_code == 409 and spec.name in explain_api_error(exc):
+                    # An earlier attempt did create it before its answer was lost.
+                    return CreatedContainer(id=self._adopt(spec), tty=_tty(spec))
+                raise PipesDockerLaunchError(
+                    f"Creating a container from image {spec.image!r} failed:"
+                    f" {explain_api_error(exc)}",
+                    image=spec.image,
+                    container_id=None,
+                ) from exc
+            except TypeError as exc:  # docker-py rejects unknown create keywords this way
+                raise PipesDockerLaunchError(
+                    f"Creating a container from image {spec.image!r} failed: {exc}."
+                    " Check container_kwargs against docker-py's containers.create().",
+                    image=spec.image,
+                    container_id=None,
+                ) from exc
+        return CreatedContainer(id=str(created["Id"]), tty=_tty(spec))
+
+    def _adopt(self, spec: ContainerSpec) -> str:
+        container = self.client.containers.get(spec.name)
+        if container.labels != dict(spec.labels):
+            raise PipesDockerLaunchError(
+                f"A container named {spec.name!r} already exists and is not this run's.",
+                image=spec.image,
+                container_id=container.id,
+            )
+        return str(container.id)
+
+    @retry_transient_engine_errors
+    def copy_files(self, container_id: str, image: str, files: Sequence[ContainerFile]) -> None:
+        archive = tar_files(files)
+        with self._connection.translate(f"copying files into container {container_id[:12]}"):
+            try:
+                self.client.api.put_archive(container_id, "/", archive)
+            except docker.errors.APIError as exc:
+                if is_transient_status(exc):
+                    raise
+                paths = ", ".join(f.path for f in files)
+                raise PipesDockerLaunchError(
+                    f"Copying {paths} into container {container_id[:12]} failed:"
+                    f" {explain_api_error(exc)}. A read-only root filesystem cannot take them.",
+                    image=image,
+                    container_id=container_id,
+                ) from exc
+
+    @retry_transient_engine_errors
+    def probe_bind_mount(self, image: str, host_path: str, file_name: str) -> bytes | None:
+        target = "/pipes-docker-probe"
+        with self._connection.translate(f"probing whether the engine sees {host_path}"):
+            try:
+                created = self.client.api.create_container(
+                    image,
+                    command=["true"],
+                    labels={"io.pipes-docker.managed": "true", "io.pipes-docker.probe": "true"},
+                    host_config=self.client.api.create_host_config(
+                        mounts=[docker.types.Mount(target, host_path, type="bind", read_only=True)],
+                        network_mode="none",
+                    ),
+                )
+            except docker.errors.APIError as exc:
+                if _is_missing_bind_source(exc):
+                    return None
+                raise
+            container_id = created["Id"]
+            try:
+                try:
+                    chunks, _ = self.client.api.get_archive(container_id, f"{target}/{file_name}")
+                except docker.errors.NotFound:
+                    return None
+                return untar_one(b"".join(chunks))
+            finally:
+                with contextlib.suppress(docker.errors.APIError):
+                    self.client.api.remove_container(container_id, force=True, v=True)
+
+    @retry_transient_engine_errors
+    def attach(self, container_id: str) -> OutputStream:
+        with self._connection.translate(f"attaching to container {container_id[:12]}"):
+            raw = self.client.api.attach_socket(
+                container_id, params={"stdout": 1, "stderr": 1, "stream": 1}
+            )
+        return SocketStream(raw)
+
+    @retry_transient_engine_errors
+    def start(self, container_id: str, image: str) -> None:
+        with self._connection.translate(f"starting container {container_id[:12]}"):
+            try:
+                self.client.api.start(container_id)
+            except docker.errors.APIError as exc:
+                raise PipesDockerLaunchError(
+                    f"Starting container {container_id[:12]} (image {image!r}) failed:"
+                    f" {explain_api_error(exc)}",
+                    image=image,
+                    container_id=container_id,
+                ) from exc
+
+    @retry_transient_engine_errors
+    def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
+        with self._connection.translate(f"waiting for container {container_id[:12]}"):
+            try:
+                result = self.client.api.wait(container_id, timeout=timeout)
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                if is_read_timeout(exc):
+                    return None
+                raise
+            exit_code = int(result.get("StatusCode", -1))
+            error = (result.get("Error") or {}).get("Message") or None
+            try:
+                attrs = self.client.api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                attrs = {"State": {"Status": "removed"}}
+            state = attrs.get("State", {})
+            oom_killed = bool(state.get("OOMKilled"))
+            memory_limit = attrs.get("HostConfig", {}).get("Memory") or None
+            if exit_code != 0 and state.get("Status") in ("removed", "removing", "dead"):
+                error = "the container was removed by someone else while it ran"
+        return ContainerExit(
+            exit_code,
+            oom_killed,
+            memory_limit,
+            error,
+            started_at=_timestamp(state.get("StartedAt")),
+            finished_at=_timestamp(state.get("FinishedAt")),
+        )
+
+    @retry_transient_engine_errors
+    def stop(self, container_id: str, grace_seconds: float) -> None:
+        with (
+            self._connection.translate(f"stopping container {container_id[:12]}"),
+            contextlib.suppress(docker.errors.NotFound),
+        ):
+            self.client.api.stop(container_id, timeout=max(0, round(grace_seconds)))
+
+    @retry_transient_engine_errors
+    def remove(self, container_id: str) -> None:
+        with self._connection.translate(f"removing container {container_id[:12]}"):
+            try:
+                self.client.api.remove_container(container_id, force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409 and "in progress" in str(exc):
+                    return  # another remove (ours or auto_remove) got there first
+                raise
+
+    @retry_transient_engine_errors
+    def list_containers(self, labels: Mapping[str, str]) -> Sequence[ListedContainer]:
+        filters = [f"{key}={value}" for key, value in labels.items()]
+        with self._connection.translate("listing containers"):
+            found = self.client.api.containers(all=True, filters={"label": filters})
+        return [_listed(item) for item in found]
+
+    @retry_transient_engine_errors
+    def container_state(self, container_id: str) -> ContainerState | None:
+        with self._connection.translate(f"inspecting container {container_id[:12]}"):
+            try:
+                attrs = self.client.api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                return None
+        state = attrs.get("State") or {}
+        running = bool(state.get("Running"))
+        if state.get("Status") in ("removing", "dead"):
+            return None
+        return ContainerState(
+            id=str(attrs["Id"]),
+            name=str(attrs.get("Name", "")).lstrip("/"),
+            image=str((attrs.get("Config") or {}).get("Image", "")),
+            running=running,
+            exit_code=None if running else int(state.get("ExitCode", -1)),
+            tty=bool((attrs.get("Config") or {}).get("Tty")),
+            labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
+        )
+
+    def usage(self, container_id: str) -> ResourceSampler:
+        return StatsSampler(self.client.api, container_id)
+
+    @retry_transient_engine_errors
+    def output_from_start(self, container_id: str) -> OutputStream:
+        return self._connection.log_stream(
+            "/containers/{0}/logs",
+            container_id,
+            follow=True,
+            action=f"reading the logs of container {container_id[:12]}",
+            refusal=f"The engine at {self.address} cannot replay the output of container"
+            f" {container_id[:12]}",
+        )
+
+    @retry_transient_engine_errors
+    def create_lease(self, container_id: str, image: str, labels: Mapping[str, str]) -> str:
+        with self._connection.translate(f"marking container {container_id[:12]} as adopted"):
+            created = self.client.api.create_container(
+                image,
+                command=["true"],
+                labels=dict(labels),
+                host_config=self.client.api.create_host_config(network_mode="none"),
+            )
+        return str(created["Id"])
+
+
+def _is_missing_bind_source(exc: docker.errors.APIError) -> bool:
+    # Docker: 400 'invalid mount config for type "bind": bind source path does not exist'.
+    # Podman: 'statfs ...: no such file or directory'.
+    text = explain_api_error(exc).lower()
+    return "does not exist" in text or "no such file or directory" in text
+
+
+def _timestamp(value: Any) -> str | None:
+    """The engine's RFC 3339 time, or None for its zero time (never started or finished)."""
+    if not value or str(value).startswith("0001-01-01"):
+        return None
+    return str(value)
+
+
+def _tty(spec: ContainerSpec) -> bool:
+    return bool(spec.options.get("tty"))
+
+
+def _is_pull_rate_limit(exc: docker.errors.APIError) -> bool:
+    gateway = exc.status_code in (429, 502, 503, 504)
+    return gateway or "toomanyrequests" in explain_api_error(exc).lower()
+
+
+def _bind(mount: Mount) -> str:
+    return f"{mount.host_path}:{mount.container_path}:{'ro' if mount.read_only else 'rw'}"
+
+
+def _split_reference(image: str) -> tuple[str, str]:
+    """Split ``repo[:tag][@digest]`` into docker-py's (repository, tag) for a pull."""
+    if "@" in image:
+        repository, digest = image.split("@", 1)
+        return repository, digest
+    slash = image.rfind("/")
+    colon = image.rfind(":")
+    if colon > slash:
+        return image[:colon], image[colon + 1 :]
+    return image, "latest"
+
+
+def _listed(item: Mapping[str, Any]) -> ListedContainer:
+    return ListedContainer(
+        id=str(item["Id"]),
+        labels=dict(item.get("Labels") or {}),
+        created=datetime.fromtimestamp(int(item.get("Created", 0)), UTC),
+    )
