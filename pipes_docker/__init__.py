@@ -24,8 +24,8 @@ from pipes_docker.errors import (
     PipesDockerOutputError,
     PipesDockerTimeoutError,
 )
+from pipes_docker.ownership import MANAGED_LABEL
 from pipes_docker.reader import PipesDockerFileMessageReader
-from pipes_docker.spec import MANAGED_LABEL
 from pipes_docker.swarm import PipesDockerSwarmClient
 
 __version__ = "0.1.0"

@@ -19,8 +19,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
-    from pipes_docker.messages import ByteSink
     from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
+    from pipes_docker.messages import ByteSink
 
 __all__ = [
     "Backend",

@@ -157,10 +157,11 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 client's.
             timeout_seconds: Stop the container and fail if it runs longer than this.
             inject_pipes: Make ``import dagster_pipes`` work in any image with Python 3, without
-                rebuilding it: the orchestrator's installed dagster-pipes is copied into the container
-                before it starts and put first on the container's ``PYTHONPATH`` (ahead of the image's or the
-                user's ``PYTHONPATH``, which is kept). The orchestrator's version therefore wins
-                over a copy already in the image, so both sides speak the same protocol.
+                rebuilding it: the orchestrator's installed dagster-pipes is copied into the
+                container before it starts and put first on its ``PYTHONPATH`` (ahead of the
+                image's or the user's ``PYTHONPATH``, which is kept). The orchestrator's
+                version therefore wins over a copy already in the image, so both sides speak
+                the same protocol.
 
         Returns:
             The completed invocation: ``get_materialize_result()``, ``get_results()`` and

@@ -39,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 class _Phase(Enum):
     NOT_CREATED = "not created"
-    CREATED = "created"
+    # Made, being followed and started: a Swarm task may run before its manager says so.
+    STARTING = "starting"
     RUNNING = "running"
     ENDED = "ended"
 
@@ -169,7 +170,8 @@ class JobLauncher:
         try:
             if job is None:
                 job = self._backend.create(spec)
-            phase = _Phase.CREATED
+            # From here the job may be running: a Swarm service's task starts on its own.
+            phase = _Phase.STARTING
             follower = job.follow(stdout, stderr)
             job.start()
             phase = _Phase.RUNNING
@@ -194,10 +196,15 @@ class JobLauncher:
                 removal = Removal(job.remove)
             return JobOutcome(job.target, exit_, duration, removal, usage, job.metadata())
         except BaseException as exc:
-            if phase is _Phase.RUNNING and job is not None and follower is not None:
-                with deferred_signals():
-                    if on_interrupt is not None and not isinstance(exc, PipesDockerError):
-                        on_interrupt(exc)
+            interrupted = not isinstance(exc, PipesDockerError)
+            with deferred_signals():
+                if on_interrupt is not None and interrupted:
+                    on_interrupt(exc)
+                if (
+                    job is not None
+                    and follower is not None
+                    and (phase is _Phase.RUNNING or (phase is _Phase.STARTING and interrupted))
+                ):
                     grace = self._termination_timeout if graceful_stop else 0.0
                     self._halt(job, follower, grace)
                     phase = _Phase.ENDED
@@ -205,7 +212,7 @@ class JobLauncher:
         finally:
             with deferred_signals():
                 if follower is not None:
-                    if phase is _Phase.CREATED:
+                    if phase is _Phase.STARTING:
                         follower.abort()  # never started: nothing more will come
                     else:
                         follower.finish(self._drain_timeout)

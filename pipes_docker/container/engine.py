@@ -12,16 +12,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from pipes_docker.backend import ContainerFile, Mount, OutputStream
+from pipes_docker.backend import (
+    ContainerFile,
+    JobExit,
+    Mount,
+    OutputStream,
+    ResourceSampler,
+)
 
 __all__ = [
     "ContainerEngine",
-    "ContainerExit",
     "ContainerSpec",
     "ContainerState",
     "CreatedContainer",
     "ListedContainer",
-    "ResourceSampler",
 ]
 
 
@@ -51,18 +55,6 @@ class CreatedContainer:
 
 
 @dataclass(frozen=True)
-class ContainerExit:
-    """How a container ended."""
-
-    exit_code: int
-    oom_killed: bool = False
-    memory_limit: int | None = None
-    error: str | None = None
-    started_at: str | None = None  # the engine's timestamps, RFC 3339
-    finished_at: str | None = None
-
-
-@dataclass(frozen=True)
 class ContainerState:
     """What the engine says about an existing container."""
 
@@ -75,14 +67,6 @@ class ContainerState:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-class ResourceSampler(Protocol):
-    """Samples a container's resource use while it runs."""
-
-    def stop(self) -> Mapping[str, int | float]:
-        """Stop sampling; the figures the engine reported (those it did not are left out)."""
-        ...
-
-
 @dataclass(frozen=True)
 class ListedContainer:
     """A container as listed by its labels: enough to decide whether to sweep it."""
@@ -90,6 +74,7 @@ class ListedContainer:
     id: str
     labels: Mapping[str, str]
     created: datetime
+    name: str = ""
 
 
 class ContainerEngine(Protocol):
@@ -138,7 +123,7 @@ class ContainerEngine(Protocol):
 
     def start(self, container_id: str, image: str) -> None: ...
 
-    def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
+    def wait(self, container_id: str, timeout: float) -> JobExit | None:
         """The container's exit, or ``None`` if it is still running after ``timeout`` seconds."""
         ...
 

@@ -14,14 +14,19 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
-from pipes_docker.backend import ContainerFile, Mount, OutputStream
+from pipes_docker.backend import (
+    ContainerFile,
+    JobExit,
+    Mount,
+    OutputStream,
+    ResourceSampler,
+    RunTarget,
+)
 from pipes_docker.container.engine import (
-    ContainerExit,
     ContainerSpec,
     ContainerState,
     CreatedContainer,
     ListedContainer,
-    ResourceSampler,
 )
 from pipes_docker.dockerapi import private
 from pipes_docker.dockerapi.archives import tar_files, untar_one
@@ -159,14 +164,12 @@ class DockerEngine:
                     f"Creating a container from image {spec.image!r} failed:"
                     f" {explain_api_error(exc)}",
                     image=spec.image,
-                    container_id=None,
                 ) from exc
             except TypeError as exc:  # docker-py rejects unknown create keywords this way
                 raise PipesDockerLaunchError(
                     f"Creating a container from image {spec.image!r} failed: {exc}."
                     " Check container_kwargs against docker-py's containers.create().",
                     image=spec.image,
-                    container_id=None,
                 ) from exc
         return CreatedContainer(id=str(created["Id"]), tty=_tty(spec))
 
@@ -176,7 +179,7 @@ class DockerEngine:
             raise PipesDockerLaunchError(
                 f"A container named {spec.name!r} already exists and is not this run's.",
                 image=spec.image,
-                container_id=container.id,
+                target=RunTarget("container", str(container.id), spec.name),
             )
         return str(container.id)
 
@@ -194,7 +197,7 @@ class DockerEngine:
                     f"Copying {paths} into container {container_id[:12]} failed:"
                     f" {explain_api_error(exc)}. A read-only root filesystem cannot take them.",
                     image=image,
-                    container_id=container_id,
+                    target=RunTarget("container", container_id),
                 ) from exc
 
     @retry_transient_engine_errors
@@ -244,11 +247,11 @@ class DockerEngine:
                     f"Starting container {container_id[:12]} (image {image!r}) failed:"
                     f" {explain_api_error(exc)}",
                     image=image,
-                    container_id=container_id,
+                    target=RunTarget("container", container_id),
                 ) from exc
 
     @retry_transient_engine_errors
-    def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
+    def wait(self, container_id: str, timeout: float) -> JobExit | None:
         with self._connection.translate(f"waiting for container {container_id[:12]}"):
             try:
                 result = self.client.api.wait(container_id, timeout=timeout)
@@ -267,7 +270,7 @@ class DockerEngine:
             memory_limit = attrs.get("HostConfig", {}).get("Memory") or None
             if exit_code != 0 and state.get("Status") in ("removed", "removing", "dead"):
                 error = "the container was removed by someone else while it ran"
-        return ContainerExit(
+        return JobExit(
             exit_code,
             oom_killed,
             memory_limit,
@@ -394,4 +397,5 @@ def _listed(item: Mapping[str, Any]) -> ListedContainer:
         id=str(item["Id"]),
         labels=dict(item.get("Labels") or {}),
         created=datetime.fromtimestamp(int(item.get("Created", 0)), UTC),
+        name=str((item.get("Names") or [""])[0]).lstrip("/"),
     )

@@ -89,8 +89,7 @@ class DockerSwarmEngine:
                     f"The Swarm manager at {self.address} refused config {config.name!r}"
                     f" ({len(config.data)} bytes): {explain_api_error(exc)}. Is it a manager"
                     " node (`docker swarm init`), and on Engine API 1.41 or later?",
-                    image="",
-                    container_id=None,
+                    image=None,
                 ) from exc
         return str(created["ID"])
 
@@ -124,7 +123,6 @@ class DockerSwarmEngine:
             raise PipesDockerLaunchError(
                 f"Invalid service_kwargs for image {spec.image!r}: {exc}",
                 image=spec.image,
-                container_id=None,
             ) from exc
         with self._connection.translate(f"creating a Swarm service from image {spec.image!r}"):
             try:
@@ -141,7 +139,6 @@ class DockerSwarmEngine:
                     f"The Swarm manager at {self.address} refused service {spec.name!r} (image"
                     f" {spec.image!r}): {explain_api_error(exc)}",
                     image=spec.image,
-                    container_id=None,
                 ) from exc
         return str(created["ID"])
 
@@ -168,8 +165,7 @@ class DockerSwarmEngine:
         raise PipesDockerLaunchError(
             f"A Swarm {kind[:-1]} named {name!r} already exists on {self.address} and is not"
             f" this run's: {explain_api_error(conflict)}",
-            image="",
-            container_id=None,
+            image=None,
         ) from conflict
 
     @retry_transient_engine_errors
@@ -233,6 +229,25 @@ class DockerSwarmEngine:
             self._api.remove_config(config_id)
 
     @retry_transient_engine_errors
+    def service(self, service_id: str) -> SwarmObject | None:
+        with self._connection.translate(f"inspecting service {service_id[:12]}"):
+            try:
+                return _listed(self._api.inspect_service(service_id))
+            except docker.errors.NotFound:
+                return None
+
+    @retry_transient_engine_errors
+    def image_env(self, image: str) -> Mapping[str, str]:
+        # The manager may not have the image at all: its nodes pull it themselves.
+        with self._connection.translate(f"inspecting image {image!r}"):
+            try:
+                attrs = self._api.inspect_image(image)
+            except docker.errors.NotFound:
+                return {}
+        pairs = (item.partition("=") for item in (attrs.get("Config") or {}).get("Env") or [])
+        return {key: value for key, _, value in pairs}
+
+    @retry_transient_engine_errors
     def list_services(self, labels: Mapping[str, str]) -> Sequence[SwarmObject]:
         with self._connection.translate("listing services"):
             found = self._api.services(filters={"label": _label_filters(labels)})
@@ -251,11 +266,16 @@ def _label_filters(labels: Mapping[str, str]) -> list[str]:
 
 def _listed(item: Mapping[str, Any]) -> SwarmObject:
     created = item.get("CreatedAt")
+    spec = item.get("Spec") or {}
     return SwarmObject(
         id=str(item["ID"]),
         name=str((item.get("Spec") or {}).get("Name") or ""),
         labels=dict((item.get("Spec") or {}).get("Labels") or {}),
         created=_parse_time(created) if created else None,
+        # A service's image, without the digest its manager pinned it to.
+        image=str(
+            ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image") or ""
+        ).split("@sha256:")[0],
     )
 
 

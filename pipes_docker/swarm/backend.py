@@ -28,11 +28,13 @@ from pipes_docker.backend import (
     ResourceSampler,
     RunTarget,
 )
+from pipes_docker.environment import environment_dict
 from pipes_docker.errors import (
     PipesDockerError,
     PipesDockerImageError,
     PipesDockerLaunchError,
 )
+from pipes_docker.interrupts import deferred_signals
 from pipes_docker.messages import ByteSink
 from pipes_docker.ownership import LEASE_LABEL, MANAGED_LABEL
 from pipes_docker.swarm.engine import ServiceConfig, ServiceSpec, SwarmEngine, TaskStatus
@@ -44,7 +46,6 @@ from pipes_docker.swarm.spec import (
     service_configs,
     service_name,
 )
-from pipes_docker.environment import environment_dict
 
 if TYPE_CHECKING:
     from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
@@ -124,9 +125,19 @@ class SwarmBackend:
                 job.config_ids.append(self.engine.create_config(config, labels))
             job.service_id = self.engine.create_service(native, job.config_ids)
         except BaseException:
-            job.remove()
+            with deferred_signals():
+                if not job.service_id:  # made, perhaps, before the answer was lost
+                    job.service_id = self._made_as(native.name)
+                job.remove()
             raise
         return job
+
+    def _made_as(self, name: str) -> str:
+        try:
+            services = self.engine.list_services({MANAGED_LABEL: "true"})
+        except PipesDockerError:
+            return ""
+        return next((service.id for service in services if service.name == name), "")
 
     def find(self, job_id: str) -> FoundJob | None:
         service = self.engine.service(job_id)
@@ -207,8 +218,8 @@ class SwarmJob:
         """Wait until the manager has the task running (or ended) on a node."""
         while True:
             task = self._look()
-            if task is not None and task.started:
-                return
+            if task is not None and (task.started or task.ended):
+                return  # one that ended without starting: wait() says why
             waited = time.monotonic() - self._created
             if waited > self._schedule_timeout:
                 raise self._not_started(task, waited=waited)
@@ -317,7 +328,9 @@ class SwarmJob:
             "pipes_docker/service_mode": self._engine.service_mode(),
         }
 
-    def _not_started(self, task: TaskStatus | None, waited: float | None = None) -> PipesDockerError:
+    def _not_started(
+        self, task: TaskStatus | None, waited: float | None = None
+    ) -> PipesDockerError:
         said = (task.error or task.message) if task else "no task was created"
         if waited is not None:
             reason = (

@@ -87,12 +87,13 @@ class TaskStatus:
 
 @dataclass(frozen=True)
 class SwarmObject:
-    """A service or config as listed: its id, labels and creation time."""
+    """A service or config as listed: its id, labels and creation time (a service's image)."""
 
     id: str
     name: str
     labels: Mapping[str, str]
     created: datetime | None
+    image: str = ""
 
 
 class SwarmEngine(Protocol):
@@ -136,6 +137,12 @@ class SwarmEngine(Protocol):
 
     def remove_config(self, config_id: str) -> None:
         """Remove a config; one already gone is fine."""
+
+    def service(self, service_id: str) -> SwarmObject | None:
+        """A service by its id; ``None`` once it is gone."""
+
+    def image_env(self, image: str) -> Mapping[str, str]:
+        """The environment the image sets, as far as the manager has the image; else empty."""
 
     def list_services(self, labels: Mapping[str, str]) -> Sequence[SwarmObject]: ...
 

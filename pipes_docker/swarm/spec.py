@@ -1,7 +1,7 @@
-"""A run's job as a Swarm service: ``services.create`` keywords merged and checked, files as configs.
+"""A run's job as a Swarm service: ``services.create`` keywords merged and checked.
 
-Files the task needs (a context too large for an environment variable) travel as Swarm configs: one per
-file up to the manager's cap of 500 KiB per config; a larger file is cut into parts of that
+Files the task needs (a context too large for an environment variable) travel as Swarm configs:
+one per file up to the manager's cap of 500 KiB per config; a larger file is cut into parts of that
 size and joined again on the node by a templated config, so the task sees one whole file.
 """
 

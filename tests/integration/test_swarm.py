@@ -20,7 +20,7 @@ import pytest
 from dagster import DagsterInstance
 
 from pipes_docker import MANAGED_LABEL, PipesDockerSwarmClient
-from pipes_docker.spec import HOST_LABEL, PID_LABEL, PIDNS_LABEL, pid_namespace
+from pipes_docker.ownership import HOST_LABEL, PID_LABEL, PIDNS_LABEL, pid_namespace
 
 from .conftest import TEST_IMAGE, AssetRun
 from .engines import DIND_IMAGE, wait_until

@@ -2,7 +2,7 @@
 
 Each container is played by a Python callable, its *behaviour*, run on a thread from ``start``:
 
-    def behaviour(spec: ContainerSpec, box: FakeContainer) -> int | ContainerExit: ...
+    def behaviour(spec: ContainerSpec, box: FakeContainer) -> int | JobExit: ...
 
 ``box`` translates container paths to host paths through the spec's mounts, reads files copied
 into the container (``copy_files``) or mounted into it, writes to stdout and
@@ -28,16 +28,16 @@ import docker.utils
 
 from pipes_docker.backend import ContainerFile
 from pipes_docker.container.engine import (
-    ContainerExit,
     ContainerSpec,
     ContainerState,
     CreatedContainer,
+    JobExit,
     ListedContainer,
 )
 
 _engine_numbers = itertools.count(1)
 
-Behaviour = Callable[[ContainerSpec, "FakeContainer"], "int | ContainerExit"]
+Behaviour = Callable[[ContainerSpec, "FakeContainer"], "int | JobExit"]
 
 STDOUT, STDERR = 1, 2
 
@@ -113,7 +113,7 @@ class FakeContainer:
     stream: FakeStream
     stop_requested: threading.Event = field(default_factory=threading.Event)
     exited: threading.Event = field(default_factory=threading.Event)
-    exit: ContainerExit | None = None
+    exit: JobExit | None = None
     removed: bool = False
     created: float = field(default_factory=time.time)
     files: dict[str, bytes] = field(default_factory=dict)
@@ -170,8 +170,8 @@ class FakeContainer:
             result = 1
         self._finish(result)
 
-    def _finish(self, result: int | ContainerExit) -> None:
-        outcome = result if isinstance(result, ContainerExit) else ContainerExit(result)
+    def _finish(self, result: int | JobExit) -> None:
+        outcome = result if isinstance(result, JobExit) else JobExit(result)
         if outcome.oom_killed and outcome.memory_limit is None:
             # The real engine reads the limit back from the container's HostConfig.
             outcome = replace(outcome, memory_limit=_memory_limit(self.spec))
@@ -327,7 +327,7 @@ class FakeEngine:
         )
         container.thread.start()
 
-    def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
+    def wait(self, container_id: str, timeout: float) -> JobExit | None:
         self._record("wait", container_id)
         container = self.containers[container_id]
         return container.exit if container.exited.wait(timeout) else None

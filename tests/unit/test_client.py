@@ -38,7 +38,8 @@ from pipes_docker import (
     PipesDockerLaunchError,
     PipesDockerTimeoutError,
 )
-from pipes_docker.container.engine import ContainerExit, ContainerSpec
+from pipes_docker.backend import RunTarget
+from pipes_docker.container.engine import ContainerSpec, JobExit
 
 from .fakes import FakeContainer, FakeEngine, exits_with, never_exits
 
@@ -75,12 +76,12 @@ def pipes_job(
     metadata: Mapping[str, Any] | None = None,
     stdout: Sequence[str] = (),
     stderr: Sequence[str] = (),
-    exit: int | ContainerExit = 0,
+    exit: int | JobExit = 0,
     before: Callable[[FakeContainer], None] | None = None,
-) -> Callable[[ContainerSpec, FakeContainer], int | ContainerExit]:
+) -> Callable[[ContainerSpec, FakeContainer], int | JobExit]:
     """A container that speaks Pipes: opens, reports one materialization, closes, exits."""
 
-    def behaviour(spec: ContainerSpec, box: FakeContainer) -> int | ContainerExit:
+    def behaviour(spec: ContainerSpec, box: FakeContainer) -> int | JobExit:
         context = pipes_context(box)
         if before is not None:
             before(box)
@@ -464,7 +465,7 @@ def test_exit_code_137_is_reported_as_sigkill(
 def test_oom_kill_is_reported_with_the_memory_limit(
     client_for: Callable[..., PipesDockerClient],
 ) -> None:
-    engine = FakeEngine(pipes_job(exit=ContainerExit(137, oom_killed=True)))
+    engine = FakeEngine(pipes_job(exit=JobExit(137, oom_killed=True)))
 
     with pytest.raises(PipesDockerContainerError) as caught:
         run_asset(client_for(engine), container_kwargs={"mem_limit": "64m"})
@@ -508,7 +509,9 @@ def test_start_failure_raises_launch_error_and_removes_the_container(
     client_for: Callable[..., PipesDockerClient],
 ) -> None:
     error = PipesDockerLaunchError(
-        "Starting container failed: port is already allocated", image=IMAGE, container_id="x"
+        "Starting container failed: port is already allocated",
+        image=IMAGE,
+        target=RunTarget("container", "x"),
     )
     engine = FakeEngine(pipes_job(), start_error=error)
 
@@ -530,7 +533,7 @@ def test_create_failure_raises_launch_error_and_leaves_nothing(
     client_for: Callable[..., PipesDockerClient],
 ) -> None:
     error = PipesDockerLaunchError(
-        "Creating failed: no such network", image=IMAGE, container_id=None
+        "Creating failed: no such network", image=IMAGE
     )
     engine = FakeEngine(pipes_job(), create_error=error)
 

@@ -1,4 +1,4 @@
-"""The container launcher on its own: output drained, containers stopped and removed, always."""
+"""The launcher on the container backend: output drained, containers stopped and removed, always."""
 
 from __future__ import annotations
 
@@ -7,20 +7,26 @@ import time
 
 import pytest
 
-from pipes_docker.container.engine import ContainerExit, ContainerSpec
+from pipes_docker.backend import JobExit, JobSpec
+from pipes_docker.container.backend import ContainerBackend
+from pipes_docker.container.engine import ContainerSpec
 from pipes_docker.demux import LineSink
 from pipes_docker.errors import (
     PipesDockerEngineError,
     PipesDockerOutputError,
     PipesDockerTimeoutError,
 )
-from pipes_docker.launcher import ContainerLauncher
+from pipes_docker.launcher import JobLauncher
 
 from .fakes import FakeContainer, FakeEngine, never_exits
 
 
-def spec(**options: object) -> ContainerSpec:
-    return ContainerSpec(
+def ContainerLauncher(engine: FakeEngine, **settings: float) -> JobLauncher:
+    return JobLauncher(ContainerBackend(engine), **settings)
+
+
+def spec(**options: object) -> JobSpec:
+    return JobSpec(
         image="job:1", name="pipes-test", command=None, env={}, labels={}, options=options
     )
 
@@ -42,7 +48,7 @@ def test_output_written_just_before_exit_is_all_drained() -> None:
     stdout, stderr, out, err = sinks()
     outcome = ContainerLauncher(FakeEngine(chatty)).run(spec(), stdout=stdout, stderr=stderr)
 
-    assert outcome.exit == ContainerExit(0)
+    assert outcome.exit == JobExit(0)
     assert out.getvalue() == "".join(line + "\n" for line in lines)
     assert err.getvalue() == "last words\n"
 
@@ -54,7 +60,7 @@ def test_nonzero_exit_is_an_outcome_not_an_error() -> None:
     outcome = ContainerLauncher(engine).run(spec(), stdout=stdout, stderr=stderr)
 
     assert outcome.exit.exit_code == 5
-    assert outcome.container_id == engine.only.id
+    assert outcome.target.id == engine.only.id
     assert engine.live_containers() == []
 
 
@@ -74,7 +80,7 @@ def test_tty_output_arrives_unframed_on_stdout() -> None:
 class InterruptedWait(FakeEngine):
     """An engine whose wait is cut short by Ctrl-C, as a signal handler would."""
 
-    def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
+    def wait(self, container_id: str, timeout: float) -> JobExit | None:
         super().wait(container_id, 0.01)
         raise KeyboardInterrupt
 
@@ -140,7 +146,7 @@ def test_container_ignoring_sigterm_is_killed_after_the_grace_period() -> None:
         launcher.run(spec(), stdout=stdout, stderr=stderr, timeout_seconds=0.1)
 
     assert caught.value.timeout_seconds == 0.1
-    assert engine.only.exit == ContainerExit(137)
+    assert engine.only.exit == JobExit(137)
     assert engine.live_containers() == []
 
 

@@ -21,8 +21,8 @@ from dagster import (
 )
 
 from pipes_docker import PipesDockerClient, PipesDockerStreamedChannel
-from pipes_docker.container.engine import ContainerExit, ContainerSpec
-from pipes_docker.spec import HOST_LABEL, LEASE_LABEL, MANAGED_LABEL, PID_LABEL, PIDNS_LABEL
+from pipes_docker.container.engine import ContainerSpec, JobExit
+from pipes_docker.ownership import HOST_LABEL, LEASE_LABEL, MANAGED_LABEL, PID_LABEL, PIDNS_LABEL
 
 from .fakes import FakeContainer, FakeEngine
 from .test_client import pipes_context, send
@@ -38,7 +38,7 @@ class CrashOnce(FakeEngine):
         self.crashed: set[str] = set()
         self.first_remove_lost = True
 
-    def wait(self, container_id: str, timeout: float) -> ContainerExit | None:
+    def wait(self, container_id: str, timeout: float) -> JobExit | None:
         if not self.crashed:
             self.crashed.add(container_id)
             raise WorkerDies("the run worker died")

@@ -25,14 +25,14 @@ from pipes_docker import (
     PipesDockerMountedChannel,
     PipesDockerSwarmClient,
 )
-from pipes_docker.backend import ContainerFile
+from pipes_docker.backend import ContainerFile, JobSpec
 from pipes_docker.demux import LineSink
-from pipes_docker.spec import HOST_LABEL, MANAGED_LABEL, PID_LABEL, PIDNS_LABEL, pid_namespace
+from pipes_docker.launcher import JobLauncher
+from pipes_docker.ownership import HOST_LABEL, MANAGED_LABEL, PID_LABEL, PIDNS_LABEL, pid_namespace
+from pipes_docker.swarm.backend import SwarmBackend
 from pipes_docker.swarm.engine import ServiceSpec
-from pipes_docker.swarm.launcher import ServiceLauncher
 from pipes_docker.swarm.spec import (
     CONFIG_PART_BYTES,
-    build_service_spec,
     service_configs,
     service_name,
 )
@@ -277,7 +277,7 @@ def test_a_non_zero_exit_names_the_node_and_quotes_stderr() -> None:
     error = error_of(result)
     assert "PipesDockerContainerError" in error
     assert "exited with code 3" in error
-    assert "on Swarm node 'manager-1'" in error
+    assert "on node manager-1 (image 'job:1')" in error
     assert "Traceback: boom" in error
     assert_nothing_left(engine)
 
@@ -310,7 +310,7 @@ def test_an_image_missing_on_the_node_fails_at_once_naming_node_and_image() -> N
     error = error_of(result)
     assert "PipesDockerImageError" in error
     assert "No such image: job:1" in error
-    assert "on node 'worker-7'" in error
+    assert "on node worker-7" in error
     assert_nothing_left(engine)
 
 
@@ -400,23 +400,28 @@ def test_an_interrupted_run_stops_the_task_removes_everything_and_propagates() -
         return 143
 
     engine = FakeSwarmEngine(job)
-    launcher = ServiceLauncher(engine)
-    spec = build_service_spec(
+    launcher = JobLauncher(SwarmBackend(engine))
+    spec = JobSpec(
         image="job:1",
         command=None,
         name="pipes-interrupted",
-        env_layers=[],
-        bootstrap_env={},
+        env={},
         labels={MANAGED_LABEL: "true"},
-        options={},
         files=[ContainerFile("/big", b"x" * (CONFIG_PART_BYTES + 1))],
         stop_grace_seconds=1,
     )
     stdout, stderr = LineSink(), LineSink()
     interrupted: list[BaseException] = []
-    threading.Thread(
-        target=lambda: (running.wait(10), _thread.interrupt_main()), daemon=True
-    ).start()
+
+    def interrupt_once_followed() -> None:
+        # Once the job runs and its output is followed: the run is under way.
+        running.wait(10)
+        deadline = time.monotonic() + 10
+        while "logs follow" not in engine.ops and time.monotonic() < deadline:
+            time.sleep(0.01)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_once_followed, daemon=True).start()
 
     with pytest.raises(KeyboardInterrupt):
         launcher.run(spec, stdout=stdout, stderr=stderr, on_interrupt=interrupted.append)
