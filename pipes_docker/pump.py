@@ -54,8 +54,12 @@ class OutputPump:
         self._harmless = harmless
         self._on_done = on_done
         self._stopping = False
+        self._discard = False
         self._feeding = threading.Lock()
         self._busy = False
+        # When the read now blocked began (None while a chunk is being fed): how long the
+        # stream has had nothing new for us.
+        self._waiting_since: float | None = None
         self._last_read = time.monotonic()
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -80,24 +84,46 @@ class OutputPump:
                     self._failure = self._failure or exc
 
     def _pump(self, feed: Callable[[bytes], None]) -> None:
-        while chunk := self._stream.read(CHUNK_SIZE):
+        while True:
+            self._waiting_since = time.monotonic()
+            chunk = self._stream.read(CHUNK_SIZE)
+            self._waiting_since = None
+            if not chunk:
+                return
             self._busy = True
             feed(chunk)
             self._busy = False
             self._last_read = time.monotonic()
 
     def _deliver(self, chunk: bytes) -> None:
-        # Under the lock: once stop() returns, nothing more reaches the sinks.
+        # A chunk read is fed even while stopping: stop() waits for it. Only once stop() gave
+        # up on this thread is nothing fed any more.
         with self._feeding:
-            if not self._stopping:
+            if not self._discard:
                 self._feed(chunk)
 
+    def settle(self, *, quiet_seconds: float, most_seconds: float) -> None:
+        """Let the thread feed what the connection already holds: return once a read has
+        waited ``quiet_seconds`` for more, or after ``most_seconds`` in all.
+
+        Bytes that reached this process are then not dropped on the hope that the engine
+        still has them (a node may have rotated its copy away).
+        """
+        deadline = time.monotonic() + most_seconds
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            since = self._waiting_since
+            if since is not None and time.monotonic() - since >= quiet_seconds:
+                return
+            time.sleep(quiet_seconds / 5)
+
     def stop(self, join_seconds: float = 5.0) -> None:
-        """Stop now and feed nothing more, even if a blocked read wakes up later."""
-        with self._feeding:
-            self._stopping = True
+        """Stop now; once this returns nothing more is fed, even if a blocked read wakes up
+        later (a transport whose socket cannot be shut down from here)."""
+        self._stopping = True
         self._stream.close()
         self._thread.join(join_seconds)
+        with self._feeding:
+            self._discard = True
 
     def abort(self) -> None:
         """Cut the stream off now; what has not arrived is lost. Waits for the thread."""

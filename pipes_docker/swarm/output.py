@@ -9,6 +9,7 @@ and only the bytes of each stream beyond what the live stream delivered are pass
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections.abc import Callable
 
 from pipes_docker.demux import STDERR, STDOUT, FrameDemuxer
@@ -21,6 +22,10 @@ __all__ = ["LogFollower"]
 
 # How long stopping the live stream waits for its thread; it feeds nothing more either way.
 _STOP_SECONDS = 5.0
+# At the task's end the live stream feeds on until its read has waited this long with nothing
+# new (what its connection already held is in), but never longer than _CATCH_UP_SECONDS.
+_QUIET_SECONDS = 0.05
+_CATCH_UP_SECONDS = 1.0
 
 
 class LogFollower:
@@ -64,9 +69,12 @@ class LogFollower:
         if self._done:
             return
         self._done = True
+        readable = self._readable()
+        if readable:
+            self._pump.settle(quiet_seconds=_QUIET_SECONDS, most_seconds=_CATCH_UP_SECONDS)
         self._pump.stop(_STOP_SECONDS)
         try:
-            if self._readable() and self._pump.failure() is None:
+            if readable and self._pump.failure() is None:
                 self._read_rest()
         finally:
             self._close()
@@ -100,24 +108,32 @@ class LogFollower:
         short = [names[stream] for stream, sink in resumed.items() if sink.missing]
         if short:
             raise PipesDockerOutputError(
-                f"The node kept less of the task's {' and '.join(short)} than had already"
-                " arrived: its log driver rotated or dropped output (a max-size / max-file"
-                " setting?), so the rest of the output and messages cannot be told apart from"
-                " what arrived. Give the task's log driver room for the whole job's output."
+                f"The node's copy of the task's {' and '.join(short)} no longer begins with the"
+                " output that had already arrived: its log driver rotated or dropped output (a"
+                " max-size / max-file setting?), so the rest of the output and messages cannot"
+                " be told apart from what arrived. Give the task's log driver room for the"
+                " whole job's output."
             )
 
 
 class _CountingSink:
-    """Passes bytes on to its sink and counts them: how far this stream has been delivered."""
+    """Passes bytes on to its sink and counts them: how far this stream has been delivered.
+
+    ``checksum`` (CRC-32 of every byte delivered) lets a read from the start prove it begins
+    with those bytes: a count alone cannot tell a complete copy from one the node rotated, once
+    that copy is longer than what was delivered.
+    """
 
     def __init__(self, sink: ByteSink) -> None:
         self.sink = sink
         self.delivered = 0
+        self.checksum = 0
         self._closed = False
 
     def write(self, data: bytes | memoryview) -> None:
         self.sink.write(data)
         self.delivered += len(data)
+        self.checksum = zlib.crc32(data, self.checksum)
 
     def close(self) -> None:
         if not self._closed:
@@ -129,23 +145,39 @@ class _CountingSink:
 
 
 class _Resumed:
-    """For a read from the start: drops what was delivered already, passes on the rest."""
+    """For a read from the start: drops what was delivered already, passes on the rest.
+
+    Only a read whose first bytes are exactly the delivered ones (same length, same CRC-32) is
+    resumed; one that differs began later (the node rotated the head away) and passes nothing
+    on: counted against it, its rest would be shifted and skip output nobody saw.
+    """
 
     def __init__(self, sink: _CountingSink) -> None:
         self._sink = sink
         self._skip = sink.delivered
+        self._checksum = 0
+        self._diverged = False
 
     @property
     def missing(self) -> bool:
-        """Whether the read from the start ended before what had been delivered already."""
-        return self._skip > 0
+        """Whether the read from the start does not begin with what was delivered already."""
+        return self._skip > 0 or self._diverged
 
     def write(self, data: bytes | memoryview) -> None:
+        if self._diverged:
+            return
         if self._skip:
-            if len(data) <= self._skip:
-                self._skip -= len(data)
+            skipped = data[: self._skip]
+            self._checksum = zlib.crc32(skipped, self._checksum)
+            self._skip -= len(skipped)
+            if self._skip:
                 return
-            data, self._skip = data[self._skip :], 0
+            if self._checksum != self._sink.checksum:
+                self._diverged = True
+                return
+            data = data[len(skipped) :]
+            if not data:
+                return
         self._sink.write(data)
 
 

@@ -476,3 +476,22 @@ def test_output_the_node_rotated_away_fails_the_run_instead_of_passing_silently(
     assert "PipesDockerOutputError" in error
     assert "rotated or dropped output" in error
     assert_nothing_left(engine)
+
+
+def test_output_rotated_away_after_the_live_stream_saw_part_of_it_fails_the_run() -> None:
+    # The live stream delivers lines 0-19, the node then keeps lines 5-49: longer than what
+    # arrived, so a count alone would resume at the wrong place and drop lines nobody saw.
+    def job(spec: ServiceSpec, task: FakeTask) -> int:
+        for i in range(50):
+            task.stdout(f"line {i}\n")
+        return 0
+
+    framed = sum(8 + len(f"line {i}\n") for i in range(20))
+    engine = FakeSwarmEngine(job, follow_limit=framed, kept_from=5)
+
+    result = run_asset(PipesDockerSwarmClient(engine=engine), raise_on_error=False)
+
+    error = error_of(result)
+    assert "PipesDockerOutputError" in error
+    assert "rotated or dropped output" in error
+    assert_nothing_left(engine)
