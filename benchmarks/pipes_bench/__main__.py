@@ -1,7 +1,8 @@
-"""Command line: ``python -m pipes_bench`` (from benchmarks/) or ``python benchmarks/bench.py``.
+"""Command line: ``python -m benchmarks.pipes_bench [--suite local|transports|swarm]``.
 
-Runs the scenarios of ``scenarios.py`` under the runners of ``runners.py``, one worker process
-per measurement (``measure.py``), and prints and writes the results (``report.py``).
+Runs the scenarios of a suite (``scenarios.py``) under the runners of ``runners.py`` on the
+engines the suite needs (``engines.py``), one worker process per measurement (``measure.py``),
+and prints the results and writes them into the one report (``report.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,17 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .measure import (
-    LABEL_SESSION,
-    docker_ids,
-    measure,
-    preflight,
-    remove_containers,
-    worker,
-)
+from .engines import LABEL_SESSION, Engines, docker_ids, engines_for, remove_containers
+from .measure import measure, preflight, worker
 from .report import complete, versions, write_outputs
 from .runners import ALIASES, RUNNERS
-from .scenarios import IMAGE, MIB, default_params, scenarios, size_label
+from .scenarios import IMAGE, MIB, SUITES, Scenario, default_params, scenarios, size_label
 
 BENCHMARKS = Path(__file__).resolve().parent.parent
 QUIET_LOAD = 1.5
@@ -38,27 +34,37 @@ QUIET_LOAD = 1.5
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="bench.py",
+        prog="python -m benchmarks.pipes_bench",
         description="pipes-docker beside dagster-docker's client, docker-py and `docker run`, "
         "on the same image and engine. See benchmarks/README.md.",
     )
     parser.add_argument(
+        "--suite",
+        choices=SUITES,
+        default="local",
+        help="local: every scenario on the local engine; transports: mounted/streamed, local "
+        "and over tcp (a DinD engine); swarm: a two-node Swarm (default local)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="small sizes and few repetitions (~2 minutes)"
     )
+    parser.add_argument("--dind-port", type=int, default=23760, help="preferred DinD port")
     parser.add_argument(
         "--runners", default="", help="comma list (default all) of " + ",".join(RUNNERS)
     )
     parser.add_argument(
         "--scenarios",
         default="",
-        help="comma list (default all) of startup,stdout,stdout-big,logs,metadata,"
-        "concurrent (every level) or concurrent-N,sleep",
+        help="comma list (default all) of startup,startup-fresh,stdout,stdout-big,logs,"
+        "metadata,concurrent (every level) or concurrent-N,sleep (transports, swarm: "
+        "startup,stdout,logs)",
     )
     parser.add_argument("--messages", type=int, help="pipes.log.info calls (default 20000)")
     parser.add_argument("--stdout-mib", type=int, help="the stdout flood (default 100)")
     parser.add_argument("--big-stdout-mib", type=int, help="the big stdout flood (default 1024)")
     parser.add_argument("--line-bytes", type=int, help="stdout line length incl. newline (128)")
-    parser.add_argument("--startup-runs", type=int, help="no-op runs per runner (default 20)")
+    parser.add_argument("--startup-runs", type=int, help="warm no-op runs per runner (15)")
+    parser.add_argument("--fresh-runs", type=int, help="fresh processes per runner (12)")
     parser.add_argument("--concurrency", help="runs at once, comma list (default 8,32)")
     parser.add_argument("--sleep-seconds", type=float, help="the idle job's length (default 10)")
     parser.add_argument("--timeout", type=float, default=400, help="per worker, seconds")
@@ -72,7 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="MINUTES",
         help=f"first wait (up to MINUTES) for 1-min load < {QUIET_LOAD} and no pytest running",
     )
-    parser.add_argument("--json", default=str(BENCHMARKS / "results.json"))
+    parser.add_argument("--json", default=str(BENCHMARKS / "results.json"), help="the report")
     parser.add_argument("--markdown", default=str(BENCHMARKS / "results.md"))
     parser.add_argument("--png", default=str(BENCHMARKS / "results.png"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -80,13 +86,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_params(args: argparse.Namespace) -> dict[str, Any]:
-    params = default_params(args.quick)
+    params = default_params(args.quick, args.suite)
     for option, key, scale in (
         ("messages", "messages", 1),
         ("stdout_mib", "stdout_bytes", MIB),
         ("big_stdout_mib", "big_stdout_bytes", MIB),
         ("line_bytes", "line_bytes", 1),
         ("startup_runs", "startup_runs", 1),
+        ("fresh_runs", "fresh_runs", 1),
         ("sleep_seconds", "sleep_seconds", 1),
     ):
         value = getattr(args, option)
@@ -159,18 +166,64 @@ def reference_estimate(rows: list[dict[str, Any]], params: dict[str, Any]) -> fl
     return None
 
 
+def fresh_record(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the runs of a fresh-process scenario: medians, and every run's figures."""
+    record: dict[str, Any] = dict(runs[-1])
+    for key, many in (("clock", "walls"), ("run", "runs"), ("cpu", "cpus")):
+        record[many] = [r[key] for r in runs if r.get(key) is not None]
+        record["wall" if key == "clock" else key] = (
+            statistics.median(record[many]) if record[many] else None
+        )
+    for key in ("worker_seconds", "imports"):
+        record[key + "_all"] = [r.get(key) for r in runs]
+        record[key] = statistics.median([r.get(key) or 0.0 for r in runs])
+    for key in ("delivered", "expected", "duplicates", "containers_left", "temp_left"):
+        if key in record:
+            record[key] = sum(r.get(key, 0) for r in runs)
+    record["peak_rss_kib"] = statistics.median([r.get("peak_rss_kib") or 0 for r in runs])
+    record["hwm_before_kib"] = None
+    failed = [r for r in runs if not r.get("ok")]
+    record["ok"] = not failed
+    if failed:
+        record["error"] = f"{len(failed)} of {len(runs)} runs failed; first: {failed[0]['error']}"
+    record["transports"] = sorted({str(r["transport"]) for r in runs if r.get("transport")})
+    return record
+
+
 def run_all(
-    chosen: list[tuple[str, str]], params: dict[str, Any], session: str, args: argparse.Namespace
+    chosen: list[tuple[Scenario, str]],
+    params: dict[str, Any],
+    session: str,
+    args: argparse.Namespace,
+    engines: Engines,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    known = scenarios(params)
     shm = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else None
     with (
         tempfile.TemporaryDirectory(prefix="pipes-docker-bench-") as workdir,
         tempfile.TemporaryDirectory(prefix="pipes-docker-bench-out-", dir=shm) as outdir,
     ):
-        for key, runner in chosen:
-            if key == "stdout-big" and runner == "reference":
+
+        def one(scenario: Scenario, runner: str, **extra: Any) -> dict[str, Any]:
+            spec = {
+                "suite": args.suite,
+                "scenario": scenario.key,
+                "runner": runner,
+                "params": params,
+                "session": session,
+                "urls": engines.urls,
+                "swarm_worker": engines.swarm_worker,
+                **extra,
+            }
+            where = (Path(workdir), args.timeout, args.attempts, Path(outdir), engines)
+            return measure(spec, *where)
+
+        fresh: dict[str, list[tuple[str, list[dict[str, Any]]]]] = {}
+        for scenario, runner in chosen:
+            if scenario.fresh:  # measured below, the runners interleaved
+                fresh.setdefault(scenario.key, []).append((runner, []))
+                continue
+            if scenario.key == "stdout-big" and runner == "reference":
                 estimate = reference_estimate(rows, params)
                 limit = params["max_reference_seconds"]
                 if estimate is not None and estimate > limit:
@@ -178,22 +231,31 @@ def run_all(
                         f"about {estimate:.0f} s (> {limit} s), scaled from its "
                         f"{size_label(params['stdout_bytes'])} time"
                     )
-                    rows.append({"scenario": key, "runner": runner, "result": {"skipped": reason}})
+                    rows.append(
+                        {"scenario": scenario.key, "runner": runner, "result": {"skipped": reason}}
+                    )
                     continue
-            print(
-                f"[bench] {known[key].title} / {RUNNERS[runner]} ...", file=sys.stderr, flush=True
+            label = RUNNERS[runner].label
+            print(f"[bench] {scenario.title} / {label} ...", file=sys.stderr, flush=True)
+            rows.append(
+                {"scenario": scenario.key, "runner": runner, "result": one(scenario, runner)}
             )
-            spec = {"scenario": key, "runner": runner, "params": params, "session": session}
-            result = measure(spec, Path(workdir), args.timeout, args.attempts, Path(outdir))
-            rows.append({"scenario": key, "runner": runner, "result": result})
+        known = scenarios(params, args.suite)
+        for key, runners in fresh.items():
+            for i in range(known[key].repeats):
+                print(f"[bench] {known[key].title}: round {i + 1}", file=sys.stderr, flush=True)
+                for runner, runs in runners:
+                    runs.append(one(known[key], runner, fresh=True))
+            for runner, runs in runners:
+                rows.append({"scenario": key, "runner": runner, "result": fresh_record(runs)})
     return rows
 
 
 def final_check(session: str, foreign_before: set[str]) -> tuple[str, int]:
     """Sweep what is still ours; count the image's containers (others' are left alone)."""
-    ours = docker_ids(f"label={LABEL_SESSION}={session}")
-    remove_containers(ours)
-    remaining = set(docker_ids(f"ancestor={IMAGE}"))
+    ours = docker_ids(None, f"label={LABEL_SESSION}={session}")
+    remove_containers(None, ours)
+    remaining = set(docker_ids(None, f"ancestor={IMAGE}"))
     new = sorted(remaining - foreign_before)
     text = (
         f"final check: {len(ours)} container(s) of this session swept at the end; "
@@ -216,11 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     params = build_params(args)
     if 65536 % params["line_bytes"]:
         sys.exit("--line-bytes must divide 65536")
-    known = scenarios(params)
+    known = scenarios(params, args.suite)
     scenario_aliases = {"concurrent": tuple(k for k in known if k.startswith("concurrent-"))}
     picked = select(args.scenarios, list(known), scenario_aliases, "scenario")
     runners = select(args.runners, list(RUNNERS), ALIASES, "runner")
-    chosen = [(k, r) for k in picked for r in known[k].runners if r in runners]
+    chosen = [(known[k], r) for k in picked for r in known[k].runners if r in runners]
     if not chosen:
         sys.exit("nothing to measure: no chosen runner takes part in the chosen scenarios")
 
@@ -232,11 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     if load_before[0] >= QUIET_LOAD and not notes:
         notes.append(f"WARNING: load {load_before[0]:.2f} at the start: timings are noisy")
     session = uuid.uuid4().hex[:12]
-    foreign_before = set(docker_ids(f"ancestor={IMAGE}"))
+    foreign_before = set(docker_ids(None, f"ancestor={IMAGE}"))
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    needed = {RUNNERS[r].engine for _, r in chosen}
     try:
-        rows = run_all(chosen, params, session, args)
+        with engines_for(args.suite, needed, session, args.dind_port) as engines:
+            rows = run_all(chosen, params, session, args, engines)
     except KeyboardInterrupt:
         check, _ = final_check(session, foreign_before)
         print(f"[bench] interrupted; {check}", file=sys.stderr)
@@ -248,8 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
+        "command": " ".join(["python -m benchmarks.pipes_bench", *(argv or sys.argv[1:])]),
         "params": params,
-        "versions": versions(),
+        "versions": {**versions(), **engines.versions},
         "machine": machine(),
         "cpus": os.cpu_count(),
         "total_seconds": round(total, 1),
@@ -264,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         "final_sweep_removed": swept,
         "notes": notes,
     }
-    text = write_outputs(rows, meta, Path(args.json), Path(args.markdown), Path(args.png))
+    text = write_outputs(
+        args.suite, rows, meta, Path(args.json), Path(args.markdown), Path(args.png)
+    )
     print()
     print(text)
     print(f"results written to {args.json}, {args.markdown} and {args.png}")

@@ -1,10 +1,13 @@
 """How one measurement is taken: a fresh worker process per (scenario, runner).
 
-The parent (``measure()``) starts ``python -m pipes_bench --worker SPEC``; the worker warms up
-with unmeasured no-op runs, takes the measured run(s), checks them and writes a JSON record.
-A worker of its own per measurement makes the peak RSS (``VmHWM``) that one measurement's
-alone. The parent then finds the containers the runner left behind by their labels, counts and
-removes them, and counts the temp dirs left in the worker's private ``TMPDIR``.
+The parent (``measure()``) starts ``python -m benchmarks.pipes_bench --worker SPEC``; the worker
+warms up with unmeasured no-op runs, takes the measured run(s), checks them and writes a JSON
+record. A worker of its own per measurement makes the peak RSS (``VmHWM``) that one
+measurement's alone. The parent then finds what the runner left behind on its engine
+(``engines.Engines.left_behind``), and counts the temp dirs left in the worker's ``TMPDIR``.
+
+A fresh-process scenario's worker (``fresh_worker``) takes one run and no warm-up: what a step
+pays in a process of its own, as under Dagster's multiprocess executor.
 """
 
 from __future__ import annotations
@@ -25,13 +28,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .runners import Job, cpu_seconds, make_runner, proc_status_kib
+from .engines import LABEL_RUNNER, LABEL_SESSION, Engines
+from .runners import RUNNERS, Job, cpu_seconds, make_runner, proc_status_kib
 from .scenarios import IMAGE, SCRIPT_NOOP, Scenario, analyse, count_stdout_lines, scenarios
 
 HERE = Path(__file__).resolve().parent  # benchmarks/pipes_bench
 ROOT = HERE.parent.parent
-LABEL_SESSION = "pipes-docker-bench.session"
-LABEL_RUNNER = "pipes-docker-bench.runner"
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,10 +157,9 @@ def all_at_once(runner: Any, scenario: Scenario, job: Job, spec: dict[str, Any])
     return record
 
 
-def worker(spec: dict[str, Any]) -> None:
-    """One measurement, in this (fresh) process; the record goes to ``spec["out"]``."""
+def job_of(spec: dict[str, Any]) -> tuple[Scenario, Job]:
     params = spec["params"]
-    scenario = scenarios(params)[spec["scenario"]]
+    scenario = scenarios(params, spec["suite"])[spec["scenario"]]
     job = Job(
         scenario.job,
         scenario.script(params),
@@ -166,7 +167,45 @@ def worker(spec: dict[str, Any]) -> None:
         stdout_bytes=scenario.stdout_bytes,
         messages=scenario.messages(params),
     )
-    runner = make_runner(spec["runner"], job, concurrent=scenario.concurrent)
+    return scenario, job
+
+
+def fresh_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """One run in this fresh process, no warm-up.
+
+    Every runner's modules are imported first (``imports``, the same for all rows), then the
+    Dagster instance is made. The clock starts after that and stops when ``materialize()``
+    returns (docker-py: when the container is removed): it covers making the client (and its
+    docker client) and the whole run. The parent adds the process's own wall time.
+    """
+    started = time.perf_counter()
+    import dagster  # imported before the clock, by every row alike
+    import dagster_docker  # noqa: F401
+    import docker  # noqa: F401
+
+    import pipes_docker  # noqa: F401
+
+    imports = time.perf_counter() - started
+    _, job = job_of(spec)
+    with dagster.DagsterInstance.ephemeral() as instance, fds_to_devnull():
+        cpu_before = cpu_seconds()
+        clock = time.perf_counter()
+        runner = make_runner(spec["runner"], job, spec)
+        out = runner.run(job, labels_for(spec, warmup=False), instance=instance)
+        out["clock"] = time.perf_counter() - clock
+        out["cpu"] = cpu_seconds() - cpu_before
+        record = analyse(job.kind, job.params, out, messages=job.messages)
+    return {**record, "imports": imports}
+
+
+def worker(spec: dict[str, Any]) -> None:
+    """One measurement, in this (fresh) process; the record goes to ``spec["out"]``."""
+    if spec.get("fresh"):
+        Path(spec["out"]).write_text(json.dumps(fresh_worker(spec)))
+        return
+    params = spec["params"]
+    scenario, job = job_of(spec)
+    runner = make_runner(spec["runner"], job, spec, concurrent=scenario.concurrent)
     # Warm up first: Dagster's lazy imports, the docker client, the page cache. The baseline
     # RSS is taken after them, so "+RSS" is what the scenario itself added.
     noop = Job("noop", SCRIPT_NOOP, params)
@@ -202,21 +241,6 @@ def worker(spec: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def docker_ids(*filters: str) -> list[str]:
-    cmd = ["docker", "ps", "-a", "-q", "--no-trunc"]
-    for f in filters:
-        cmd += ["--filter", f]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
-    return out.split()
-
-
-def remove_containers(ids: list[str]) -> None:
-    if ids:
-        subprocess.run(
-            ["docker", "rm", "-f", "-v", *ids], capture_output=True, check=False, timeout=300
-        )
-
-
 def preflight() -> None:
     """The engine answers and the image is there (built with images/build.sh when missing)."""
     try:
@@ -228,7 +252,9 @@ def preflight() -> None:
         subprocess.run([str(ROOT / "images" / "build.sh")], check=True)
 
 
-def run_worker(spec: dict[str, Any], workdir: Path, timeout: float) -> dict[str, Any]:
+def run_worker(
+    spec: dict[str, Any], workdir: Path, timeout: float, engines: Engines
+) -> dict[str, Any]:
     """Run one worker to its end (or ``timeout``); its record, with what it left behind."""
     call_dir = Path(tempfile.mkdtemp(prefix=f"{spec['scenario']}-{spec['runner']}-", dir=workdir))
     out_file = call_dir / "result.json"
@@ -236,16 +262,15 @@ def run_worker(spec: dict[str, Any], workdir: Path, timeout: float) -> dict[str,
     tmp = call_dir / "tmp"  # the worker's TMPDIR: pipes-docker's per-run temp dirs go here
     tmp.mkdir()
     spec = {**spec, "out": str(out_file)}
-    env = {
-        **os.environ,
-        "TMPDIR": str(tmp),
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE.parent)]),
-    }
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(ROOT)}
     env.pop("DAGSTER_HOME", None)
+    engine = RUNNERS[spec["runner"]].engine
+    if engines.urls.get(engine):  # for dagster-docker, which makes its client from the env
+        env["DOCKER_HOST"] = str(engines.urls[engine])
     started = time.perf_counter()
     with open(log_file, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipes_bench", "--worker", json.dumps(spec)],
+            [sys.executable, "-m", "benchmarks.pipes_bench", "--worker", json.dumps(spec)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -271,12 +296,8 @@ def run_worker(spec: dict[str, Any], workdir: Path, timeout: float) -> dict[str,
     record["worker_seconds"] = round(elapsed, 2)
     record["loadavg_after"] = round(os.getloadavg()[0], 2)
     # What the runner left behind: containers (found by our labels) and temp dirs.
-    session = f"label={LABEL_SESSION}={spec['session']}"
-    left = docker_ids(session, f"label={LABEL_RUNNER}={spec['runner']}")
-    warm = docker_ids(session, f"label={LABEL_RUNNER}={spec['runner']}-warmup")
-    record["containers_left"] = len(left)
-    record["warmup_containers_left"] = len(warm)
-    remove_containers(left + warm)
+    left = engines.left_behind(engine, spec["session"], spec["runner"])
+    record["containers_left"], record["warmup_containers_left"] = left
     record["temp_left"] = sum(1 for _ in tmp.iterdir())
     shutil.rmtree(call_dir, ignore_errors=True)
     return record
@@ -295,20 +316,25 @@ def killed_externally(record: dict[str, Any]) -> bool:
 
 
 def measure(
-    spec: dict[str, Any], workdir: Path, timeout: float, attempts: int, stdout_dir: Path | None
+    spec: dict[str, Any],
+    workdir: Path,
+    timeout: float,
+    attempts: int,
+    stdout_dir: Path | None,
+    engines: Engines,
 ) -> dict[str, Any]:
     """One (scenario, runner) measurement, tried again when a container was killed from
     outside. With ``stdout_dir``, the worker's fd 1 goes to a file there, whose lines are
     counted."""
     earlier: list[str] = []
     params = spec["params"]
-    scenario = scenarios(params)[spec["scenario"]]
+    scenario = scenarios(params, spec["suite"])[spec["scenario"]]
     for _ in range(attempts):
         path = None
         if stdout_dir is not None and scenario.job == "stdout":
             path = stdout_dir / f"{spec['scenario']}-{spec['runner']}.out"
             spec = {**spec, "stdout_path": str(path)}
-        record = run_worker(spec, workdir, timeout)
+        record = run_worker(spec, workdir, timeout, engines)
         if path is not None:
             if path.exists():
                 record["stdout_check"] = count_stdout_lines(str(path), params["line_bytes"])

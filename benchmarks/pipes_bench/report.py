@@ -1,4 +1,10 @@
-"""What the benchmark prints and writes: the markdown table, its footer, the JSON, the PNG."""
+"""What the benchmark prints and writes: one report for every suite.
+
+``results.json`` holds one entry per suite (``{"suites": {"local": {"meta", "rows"}, ...}}``);
+a run of one suite replaces that suite's entry and leaves the others (measured at other times,
+each with its own ``measured_at``) as they were. ``results.md`` and ``results.png`` are then
+drawn again from every suite's entry.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from typing import Any
 
 from .measure import ROOT
 from .runners import RUNNERS
-from .scenarios import scenarios
+from .scenarios import SUITES, scenarios
 
 HEADERS = [
     "scenario",
@@ -130,6 +136,13 @@ def notes_cell(key: str, r: dict[str, Any]) -> str:
         notes.append(f"run() min/max {seconds(min(runs))}/{seconds(max(runs))}")
     if r.get("concurrent") and runs:
         notes.append(f"per-run run() median/max {seconds(r.get('run'))}/{seconds(max(runs))}")
+    if key == "startup-fresh" and r.get("walls"):
+        walls = r["walls"]
+        notes.append(f"wall min/max {seconds(min(walls))}/{seconds(max(walls))}")
+        notes.append(
+            f"whole process {seconds(r.get('worker_seconds'))} (imports "
+            f"{seconds(r.get('imports'))}), medians"
+        )
     if key == "sleep":
         cpus = r.get("cpus") or []
         if len(cpus) > 1:
@@ -139,8 +152,8 @@ def notes_cell(key: str, r: dict[str, Any]) -> str:
     return "; ".join(n.replace("|", "/") for n in notes)
 
 
-def table_rows(rows: list[dict[str, Any]], params: dict[str, Any]) -> list[list[str]]:
-    known = scenarios(params)
+def table_rows(suite: str, rows: list[dict[str, Any]], params: dict[str, Any]) -> list[list[str]]:
+    known = scenarios(params, suite)
     body = []
     for row in rows:
         r, key, runner = row["result"], row["scenario"], row["runner"]
@@ -154,7 +167,7 @@ def table_rows(rows: list[dict[str, Any]], params: dict[str, Any]) -> list[list[
         body.append(
             [
                 scenario.title,
-                RUNNERS[runner],
+                RUNNERS[runner].label,
                 seconds(r.get("wall")),
                 seconds(r.get("run")),
                 "-" if cpu is None else f"{cpu:.3f}" if cpu < 1 else f"{cpu:.2f}",
@@ -169,8 +182,8 @@ def table_rows(rows: list[dict[str, Any]], params: dict[str, Any]) -> list[list[
     return body
 
 
-def markdown_table(rows: list[dict[str, Any]], params: dict[str, Any]) -> str:
-    body = table_rows(rows, params)
+def markdown_table(suite: str, rows: list[dict[str, Any]], params: dict[str, Any]) -> str:
+    body = table_rows(suite, rows, params)
     widths = [max(len(c[i]) for c in [HEADERS, *body]) for i in range(len(HEADERS))]
 
     def line(cells: list[str]) -> str:
@@ -197,50 +210,85 @@ def markdown_table(rows: list[dict[str, Any]], params: dict[str, Any]) -> str:
 
 def footer(meta: dict[str, Any]) -> list[str]:
     p = meta["params"]
-    load = meta["loadavg"]
+    load = meta.get("loadavg") or {}
     lines = [
         f"mode={meta['mode']}  stdout lines of {p['line_bytes']} bytes  "
-        f"startup: median of {p['startup_runs']}  warm-up: {p['startup_warmup_runs']} no-op "
-        f"run(s) per startup worker, {p['warmup_runs']} per other worker  "
+        f"warm startup: median of {p['startup_runs']} after {p['startup_warmup_runs']} no-op "
+        f"run(s) per worker, {p['warmup_runs']} warm-up(s) per other worker  "
         f"total {meta['total_seconds']:.0f} s",
-        "seconds: wall = materialize() (docker run / docker-py calls for the raw rows; the whole "
-        "batch for runs at once), run() = the client's run() inside the asset (median per run "
-        "for runs at once); CPU = the orchestrator process's user+sys CPU seconds",
+        "seconds: wall = materialize() (docker run / docker-py / service calls for the raw "
+        "rows; the whole batch for runs at once), run() = the client's run() inside the asset "
+        "(median per run for runs at once); CPU = the orchestrator process's user+sys seconds",
         "versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
-        f"machine: {meta['machine']}",
-        f"load average (1 min) before/peak/after: {load['before']:.2f}/{load['peak']:.2f}/"
-        f"{load['after']:.2f} on {meta['cpus']} CPUs (peak: sampled after each worker)",
-        meta["final_check"],
     ]
+    if "startup-fresh" in meta.get("scenarios", []):
+        lines.append(
+            "fresh process: one worker process per run, no warm-up, runners interleaved; every "
+            "row imports dagster, dagster_docker, docker and pipes_docker and makes the Dagster "
+            "instance before the clock starts; wall = from then (the client and its docker "
+            "client are made inside the clock) until materialize() returns (docker-py: until "
+            "the container is removed); whole process = the worker's wall time seen by the parent"
+        )
+    if meta.get("machine"):
+        lines.append(f"machine: {meta['machine']}")
+    if load:
+        lines.append(
+            f"load average (1 min) before/peak/after: {load['before']:.2f}/{load['peak']:.2f}/"
+            f"{load['after']:.2f} on {meta['cpus']} CPUs (peak: sampled after each worker)"
+        )
+    lines.append(meta["final_check"])
     lines.extend(meta.get("notes", []))
     return lines
 
 
+def load_report(json_path: Path) -> dict[str, Any]:
+    """The suites of the report at ``json_path`` (none when it is missing)."""
+    if not json_path.exists():
+        return {}
+    return dict(json.loads(json_path.read_text()).get("suites", {}))
+
+
 def write_outputs(
-    rows: list[dict[str, Any]], meta: dict[str, Any], json_path: Path, md_path: Path, png: Path
+    suite: str,
+    rows: list[dict[str, Any]],
+    meta: dict[str, Any],
+    json_path: Path,
+    md_path: Path,
+    png: Path,
 ) -> str:
-    """Write the JSON, the markdown file and the plot; return the text to print."""
-    table = markdown_table(rows, meta["params"])
+    """Put ``suite``'s figures into the report; write the JSON, the markdown file and the plot.
+
+    Returns the suite's text to print.
+    """
+    meta = {**meta, "scenarios": sorted({row["scenario"] for row in rows})}
+    table = markdown_table(suite, rows, meta["params"])
     text = table + "\n\n" + "\n".join(footer(meta))
-    meta = {**meta, "table": table.splitlines()}
-    json_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    md = [
-        "# Benchmark results",
-        "",
-        f"Measured {meta['measured_at']} with `benchmarks/bench.py"
-        + (" --quick" if meta["mode"] == "quick" else "")
-        + "`; see benchmarks/README.md for what each column means.",
-        "",
-        table,
-        "",
-        *(f"- {line}" for line in footer(meta)),
-        "",
-        f"![results]({png.name})",
-        "",
-    ]
-    md_path.write_text("\n".join(md))
-    plot(rows, meta["params"], png)
+    suites = load_report(json_path)
+    suites[suite] = {"meta": {**meta, "table": table.splitlines()}, "rows": rows}
+    suites = {name: suites[name] for name in SUITES if name in suites}
+    json_path.write_text(json.dumps({"suites": suites}, indent=2) + "\n")
+    render(suites, md_path, png)
     return text
+
+
+def render(suites: dict[str, Any], md_path: Path, png: Path) -> None:
+    """``results.md`` and the plot, from every suite of the report."""
+    md = ["# Benchmark results", "", "See benchmarks/README.md for what each column means.", ""]
+    for name, entry in suites.items():
+        meta = entry["meta"]
+        how = meta.get("command") or "python -m benchmarks.pipes_bench --suite " + name
+        md += [
+            f"## Suite `{name}`",
+            "",
+            f"Measured {meta['measured_at']} with `{how}`.",
+            "",
+            markdown_table(name, entry["rows"], meta["params"]),
+            "",
+            *(f"- {line}" for line in footer(meta)),
+            "",
+        ]
+    md_path.write_text("\n".join([*md, f"![results]({png.name})", ""]))
+    plot(suites, png)
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,6 +298,7 @@ def write_outputs(
 # (scenario key, figure to plot, axis label, title suffix)
 PANELS = [
     ("startup", "run", "run() s, median (whiskers: min-max)", ""),
+    ("startup-fresh", "wall", "s from client made to materialize() end, median (min-max)", ""),
     ("stdout", "run", "run() s", ""),
     ("stdout-big", "run", "run() s", ""),
     ("stdout-big", "rss_growth_mib", "orchestrator peak RSS growth, MiB", ": RSS growth"),
@@ -289,7 +338,9 @@ def _bars(found: list[tuple[str, dict[str, Any]]], what: str) -> list[Bar]:
             text = f"{value:.3f} s" if value < 1 else f"{value:.2f} s"
         runs = [x for x in r.get("runs") or [] if x is not None]
         spread = (0.0, 0.0)
-        if what == "run" and len(runs) > 1 and not r.get("concurrent"):
+        if what == "wall":
+            runs = [x for x in r.get("walls") or [] if x is not None]
+        if what in ("run", "wall") and len(runs) > 1 and not r.get("concurrent"):
             spread = (value - min(runs), max(runs) - value)
         bars.append(Bar(runner, value, text, spread))
     return bars
@@ -315,7 +366,7 @@ def _draw(ax: Any, title: str, label: str, bars: list[Bar], colors: dict[str, An
         capsize=3,
     )
     ax.set_yticks(y)
-    ax.set_yticklabels([RUNNERS[b.runner] for b in bars], fontsize=9)
+    ax.set_yticklabels([RUNNERS[b.runner].label for b in bars], fontsize=9)
     ax.set_title(title, fontsize=11, fontweight="bold")
     ax.set_xlabel(label + (" (log scale)" if log else ""), fontsize=9)
     ends = [x + b.spread[1] for x, b in zip(shown, bars, strict=True)]  # bar or whisker end
@@ -329,24 +380,27 @@ def _draw(ax: Any, title: str, label: str, bars: list[Bar], colors: dict[str, An
     ax.grid(axis="x", alpha=0.3)
 
 
-def plot(rows: list[dict[str, Any]], params: dict[str, Any], path: Path) -> None:
-    """One panel per scenario (two for the big flood: time, RSS), a bar per runner."""
+def plot(suites: dict[str, Any], path: Path) -> None:
+    """One panel per suite and scenario (two for the big flood: time, RSS), a bar per runner."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    known = scenarios(params)
-    colors = {key: plt.get_cmap("tab10")(i % 10) for i, key in enumerate(RUNNERS)}
+    colors = {key: plt.get_cmap("tab20")(i % 20) for i, key in enumerate(RUNNERS)}
     panels = []
-    for key, what, label, suffix in PANELS:
-        for scenario_key in (k for k in known if k == key or k.startswith(key + "-")):
-            if key == "stdout" and scenario_key != "stdout":
-                continue  # "stdout-big" has panels of its own
-            found = [(r["runner"], r["result"]) for r in rows if r["scenario"] == scenario_key]
-            bars = _bars(found, what)
-            if bars:
-                panels.append((known[scenario_key].title + suffix, label, bars))
+    for suite, entry in suites.items():
+        known = scenarios(entry["meta"]["params"], suite)
+        rows = entry["rows"]
+        for key, what, label, suffix in PANELS:
+            for scenario_key in (k for k in known if k == key or k.startswith(key + "-")):
+                if key in ("stdout", "startup") and scenario_key != key:
+                    continue  # "stdout-big" and "startup-fresh" have panels of their own
+                found = [(r["runner"], r["result"]) for r in rows if r["scenario"] == scenario_key]
+                bars = _bars(found, what)
+                if bars:
+                    title = f"[{suite}] {known[scenario_key].title}{suffix}"
+                    panels.append((title, label, bars))
     if not panels:
         return
     ncols = 3
@@ -357,8 +411,8 @@ def plot(rows: list[dict[str, Any]], params: dict[str, Any], path: Path) -> None
     for ax, (title, label, bars) in zip(axes.flat, panels, strict=False):
         _draw(ax, title, label, bars, colors)
     fig.suptitle(
-        "pipes-docker beside dagster-docker's client and the raw engine: same image, same engine,"
-        " every container with network none",
+        "pipes-docker beside dagster-docker's client and the raw engine: same image, same engine"
+        " per suite, every container with network none (host inside a Swarm node)",
         fontsize=13,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97))

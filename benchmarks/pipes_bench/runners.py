@@ -6,12 +6,15 @@ Dagster), ``cpu`` (CPU seconds of the orchestrator process during the call), ``o
 ``error``. The Dagster runners also keep the run's result and event log (``_result``,
 ``_logs``) for the checks in ``scenarios.analyse``.
 
-Every container runs with network mode ``none`` and carries the labels it is given, by which
-``measure`` finds (and removes) what a runner left behind.
+Every container runs with network mode ``none`` (``host`` inside a Swarm node) and carries the
+labels it is given, by which ``measure`` finds (and removes) what a runner left behind. A runner
+is described by a ``Runner`` value in ``RUNNERS``; ``make_runner`` builds it for one worker, with
+the addresses of the engines of the suite (``engines.Engines.urls``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import subprocess
 import sys
@@ -107,7 +110,10 @@ class DagsterRunner:
         """The asset's body: returns its ``MaterializeResult`` and figures for the record."""
         raise NotImplementedError
 
-    def run(self, job: Job, labels: dict[str, str], keep: bool = True) -> dict[str, Any]:
+    def run(
+        self, job: Job, labels: dict[str, str], keep: bool = True, instance: Any = None
+    ) -> dict[str, Any]:
+        """One ``materialize``; on ``instance`` when given (made before the clock started)."""
         from dagster import DagsterInstance, asset, materialize
 
         inner: dict[str, Any] = {}
@@ -122,10 +128,10 @@ class DagsterRunner:
             inner.update(figures)
             return result
 
-        with DagsterInstance.ephemeral() as instance:
+        with contextlib.nullcontext(instance) if instance else DagsterInstance.ephemeral() as inst:
             cpu_before = cpu_seconds()
             started = time.perf_counter()
-            result = materialize([bench_asset], instance=instance, raise_on_error=False)
+            result = materialize([bench_asset], instance=inst, raise_on_error=False)
             out: dict[str, Any] = {
                 "wall": time.perf_counter() - started,
                 "cpu": cpu_seconds() - cpu_before,
@@ -141,7 +147,7 @@ class DagsterRunner:
                 out["error"] = out.pop("wrong_reason")
             if keep:
                 out["_result"] = result
-                out["_logs"] = instance.all_logs(result.run_id)
+                out["_logs"] = inst.all_logs(result.run_id)
         return out
 
 
@@ -163,27 +169,33 @@ def disable_stats_sampling() -> None:
     DockerEngine.usage = usage  # type: ignore[assignment,method-assign]
 
 
-class PipesDockerRunner(DagsterRunner):
-    """``pipes_docker.PipesDockerClient`` with an explicit channel (transport)."""
+def docker_client(url: str | None) -> Any:
+    """A docker-py client of the engine at ``url`` (``None``: the environment's, as a user's)."""
+    import docker
 
-    def __init__(self, transport: str, *, sampling: bool = True, reattach: bool = True) -> None:
+    return docker.from_env() if url is None else docker.DockerClient(base_url=url, timeout=120)
+
+
+class PipesDockerRunner(DagsterRunner):
+    """``pipes_docker.PipesDockerClient`` with the row's channel (``None``: the default)."""
+
+    def __init__(self, spec: Runner, url: str | None) -> None:
         from pipes_docker import (
             PipesDockerClient,
             PipesDockerMountedChannel,
             PipesDockerStreamedChannel,
         )
 
-        if not sampling:
+        if not spec.sampling:
             disable_stats_sampling()
-        channel = (
-            PipesDockerMountedChannel() if transport == "mounted" else PipesDockerStreamedChannel()
-        )
-        self.transport = transport
+        channels = {"mounted": PipesDockerMountedChannel, "streamed": PipesDockerStreamedChannel}
+        self.expect = spec.expect or spec.channel
         self.client = PipesDockerClient(
-            container_kwargs={"network_mode": "none"},
+            docker_client=docker_client(url),
+            container_kwargs={"network_mode": spec.network},
             forward_stdio=True,
-            channel=channel,
-            reattach=reattach,
+            reattach=spec.reattach,
+            **({"channel": channels[spec.channel]()} if spec.channel else {}),
         )
 
     def work(self, context: Any, job: Job, labels: dict[str, str]) -> tuple[Any, dict[str, Any]]:
@@ -197,10 +209,31 @@ class PipesDockerRunner(DagsterRunner):
         value = (result.metadata or {}).get("pipes_docker/transport")
         transport = getattr(value, "value", value)
         figures: dict[str, Any] = {"transport": transport}
-        if transport != self.transport:
+        if self.expect and transport != self.expect:
             figures["wrong"] = True
-            figures["wrong_reason"] = f"transport was {transport!r}, not {self.transport!r}"
+            figures["wrong_reason"] = f"transport was {transport!r}, not {self.expect!r}"
         return result, figures
+
+
+class SwarmRunner(DagsterRunner):
+    """``pipes_docker.PipesDockerSwarmClient`` on the manager, the job placed on the worker."""
+
+    def __init__(self, url: str | None, worker_hostname: str) -> None:
+        from pipes_docker import PipesDockerSwarmClient
+
+        self.client = PipesDockerSwarmClient(
+            docker_client=docker_client(url),
+            service_kwargs={
+                "constraints": [f"node.hostname=={worker_hostname}"],
+                "networks": ["host"],
+            },
+            forward_stdio=True,
+        )
+
+    def work(self, context: Any, job: Job, labels: dict[str, str]) -> tuple[Any, dict[str, Any]]:
+        command = ["python", "-c", job.script]
+        invocation = self.client.run(context=context, image=IMAGE, command=command)
+        return invocation.get_materialize_result(), {}
 
 
 class ReferenceRunner(DagsterRunner):
@@ -263,20 +296,29 @@ class FloorRunner(DagsterRunner):
 
 
 class DockerPyRunner:
-    """docker-py's low-level API: create, start, wait, remove. No attach: output is not read.
+    """docker-py's low-level API: create, start, wait, (logs,) remove.
 
-    The fewest engine round trips a run can take: the floor for a Python client's startup.
-    The container keeps the engine's default log driver, as ``docker run --rm`` does.
+    Without ``read_logs`` there is no attach and no logs call: the fewest engine round trips a
+    run can take, the floor for a Python client's startup. The container keeps the engine's
+    default log driver, as ``docker run --rm`` does.
     """
 
     in_process = True  # this process (docker-py, no Dagster) is the orchestrator
 
-    def __init__(self, pool_size: int = 10) -> None:
+    def __init__(self, url: str | None, pool_size: int = 10, read_logs: bool = False) -> None:
         import docker
 
-        self.api = docker.from_env(max_pool_size=max(10, pool_size)).api
+        pool = max(10, pool_size)
+        self.api = (
+            docker.from_env(max_pool_size=pool).api
+            if url is None
+            else docker.APIClient(base_url=url, max_pool_size=pool)
+        )
+        self.read_logs = read_logs
 
-    def run(self, job: Job, labels: dict[str, str], keep: bool = True) -> dict[str, Any]:
+    def run(
+        self, job: Job, labels: dict[str, str], keep: bool = True, instance: Any = None
+    ) -> dict[str, Any]:
         env = raw_pipes_env()
         host_config = self.api.create_host_config(network_mode="none")
         cpu_before = cpu_seconds()
@@ -291,6 +333,8 @@ class DockerPyRunner:
         try:
             self.api.start(created)
             status = int(self.api.wait(created).get("StatusCode", -1))
+            if self.read_logs:
+                sys.stdout.buffer.write(self.api.logs(created, stdout=True, stderr=False))
         finally:
             self.api.remove_container(created, v=True, force=True)
         wall = time.perf_counter() - started
@@ -307,7 +351,7 @@ class DockerPyRunner:
 
 
 class DockerRunRunner:
-    """``docker run --rm --network none IMAGE python -c JOB`` through ``subprocess``.
+    """``docker [-H URL] run --rm --network none IMAGE python -c JOB`` through ``subprocess``.
 
     Its stdout is the worker's fd 1 (which ``measure`` points at a file or ``/dev/null``),
     stderr goes to ``/dev/null``.
@@ -315,11 +359,14 @@ class DockerRunRunner:
 
     in_process = False  # the orchestrator is the docker CLI process
 
-    def __init__(self, log_driver_none: bool) -> None:
+    def __init__(self, url: str | None, log_driver_none: bool) -> None:
+        self.cli = ["docker", "-H", url] if url else ["docker"]
         self.log_driver_none = log_driver_none
 
-    def run(self, job: Job, labels: dict[str, str], keep: bool = True) -> dict[str, Any]:
-        cmd = ["docker", "run", "--rm", "--network", "none"]
+    def run(
+        self, job: Job, labels: dict[str, str], keep: bool = True, instance: Any = None
+    ) -> dict[str, Any]:
+        cmd = [*self.cli, "run", "--rm", "--network", "none"]
         if self.log_driver_none:
             cmd += ["--log-driver", "none"]
         for key, value in labels.items():
@@ -342,45 +389,151 @@ class DockerRunRunner:
         return out
 
 
-# key -> label as printed. The order is the table's.
+class ServiceRunner:
+    """docker-py's low-level API on a Swarm manager, no Dagster: the floor of a Swarm job.
+
+    ``create_service`` (mode ``replicated-job``, restart none, placed on the worker node, host
+    network), ``tasks`` polled every 50 ms until the task ended, ``service_logs`` read once to
+    the end (stdout, written to fd 1 for the line count), ``remove_service``. The node removes
+    the ended task's container a moment later: ``measure`` waits for that, outside the time.
+    """
+
+    in_process = True
+    ENDED = frozenset({"complete", "failed", "rejected", "shutdown", "remove", "orphaned"})
+
+    def __init__(self, url: str | None, worker_hostname: str) -> None:
+        self.api = docker_client(url).api
+        self.constraints = [f"node.hostname=={worker_hostname}"]
+
+    def run(
+        self, job: Job, labels: dict[str, str], keep: bool = True, instance: Any = None
+    ) -> dict[str, Any]:
+        import docker.types as types
+
+        template = types.TaskTemplate(
+            container_spec=types.ContainerSpec(
+                IMAGE,
+                args=["python", "-c", job.script],  # keeps the image's entrypoint
+                env=[f"{k}={v}" for k, v in raw_pipes_env().items()],
+                labels=labels,
+                init=True,
+            ),
+            restart_policy=types.RestartPolicy(condition="none"),
+            placement=types.Placement(constraints=self.constraints),
+            networks=["host"],
+        )
+        cpu_before = cpu_seconds()
+        started = time.perf_counter()
+        service = self.api.create_service(
+            template,
+            name=f"bench-raw-{uuid.uuid4().hex[:12]}",
+            labels=labels,
+            mode=types.ServiceMode("replicated-job", replicas=1),
+        )["ID"]
+        state, code = "new", None
+        try:
+            deadline = time.monotonic() + 600
+            while state not in self.ENDED and time.monotonic() < deadline:
+                time.sleep(0.05)
+                tasks = self.api.tasks(filters={"service": service})
+                if tasks:
+                    task = max(tasks, key=lambda t: (t.get("Version") or {}).get("Index", 0))
+                    status = task.get("Status") or {}
+                    state = status.get("State", "new")
+                    code = (status.get("ContainerStatus") or {}).get("ExitCode")
+            for chunk in self.api.service_logs(service, stdout=True, follow=False, is_tty=False):
+                sys.stdout.buffer.write(chunk)
+        finally:
+            self.api.remove_service(service)
+        wall = time.perf_counter() - started
+        ok = state == "complete" and not code
+        out = {"wall": wall, "run": wall, "cpu": cpu_seconds() - cpu_before, "ok": ok}
+        out["peak_rss_kib"] = proc_status_kib("VmHWM")
+        if not ok:
+            out["error"] = f"task {state}, exit code {code}"
+        return out
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One row: what runs the job, and on which engine of the suite."""
+
+    label: str  # as printed
+    kind: str  # "pipes", "reference", "floor", "docker-py", "docker-run", "swarm", "service"
+    engine: str = "local"  # a key of engines.Engines.urls: local, dind, manager, worker
+    channel: str | None = None  # pipes: "mounted", "streamed", None (the default channel)
+    expect: str | None = None  # pipes: the transport the run metadata must report
+    sampling: bool = True  # pipes: resource-usage sampling on
+    reattach: bool = True  # pipes: reattach on (the streamed channel keeps json-file logs)
+    log_driver_none: bool = False  # docker run --log-driver none
+    read_logs: bool = False  # docker-py: read the container's logs before removing it
+    shared: bool = True  # reference: one client for all threads of runs at once
+
+    @property
+    def network(self) -> str:
+        return "host" if self.engine == "worker" else "none"
+
+
+# key -> runner. The order is the table's.
 RUNNERS = {
-    "mounted": "pipes-docker mounted",
-    "mounted-nostats": "pipes-docker mounted, stats sampling off",
-    "streamed": "pipes-docker streamed",
-    "streamed-noreattach": "pipes-docker streamed, reattach=False",
-    "reference": "dagster-docker (reference)",
-    "reference-shared": "dagster-docker, one client for all threads",
-    "docker-py": "docker-py create/start/wait/remove",
-    "docker-run": "docker run --rm",
-    "docker-run-nolog": "docker run --rm --log-driver none",
-    "floor": "floor: same work in-process",
+    "auto": Runner("pipes-docker default (auto channel)", "pipes"),
+    "mounted": Runner("pipes-docker mounted", "pipes", channel="mounted"),
+    "mounted-nostats": Runner(
+        "pipes-docker mounted, stats sampling off", "pipes", channel="mounted", sampling=False
+    ),
+    "streamed": Runner("pipes-docker streamed", "pipes", channel="streamed"),
+    "streamed-noreattach": Runner(
+        "pipes-docker streamed, reattach=False", "pipes", channel="streamed", reattach=False
+    ),
+    "tcp": Runner("pipes-docker default over tcp (DinD)", "pipes", "dind", expect="streamed"),
+    "reference": Runner("dagster-docker (reference)", "reference", shared=False),
+    "reference-shared": Runner("dagster-docker, one client for all threads", "reference"),
+    "reference-tcp": Runner("dagster-docker reference over tcp (DinD)", "reference", "dind"),
+    "docker-py": Runner("docker-py create/start/wait/remove", "docker-py"),
+    "docker-py-logs": Runner(
+        "docker-py create/start/wait/logs/remove", "docker-py", read_logs=True
+    ),
+    "docker-run": Runner("docker run --rm", "docker-run"),
+    "docker-run-nolog": Runner(
+        "docker run --rm --log-driver none", "docker-run", log_driver_none=True
+    ),
+    "docker-run-tcp": Runner("docker run --rm (DinD)", "docker-run", "dind"),
+    "docker-run-nolog-tcp": Runner(
+        "docker run --rm --log-driver none (DinD)", "docker-run", "dind", log_driver_none=True
+    ),
+    "floor": Runner("floor: same work in-process", "floor"),
+    "swarm": Runner("pipes-docker Swarm", "swarm", "manager"),
+    "swarm-single": Runner(
+        "pipes-docker single host (the worker node), streamed", "pipes", "worker", "streamed"
+    ),
+    "swarm-raw": Runner("raw docker service create", "service", "manager"),
 }
-# Names of bench.py's first version, still accepted on the command line.
+# Names of older versions of the bench, still accepted on the command line.
 ALIASES = {
-    "pipes": ("mounted", "mounted-nostats", "streamed", "streamed-noreattach"),
+    "pipes": ("auto", "mounted", "mounted-nostats", "streamed", "streamed-noreattach"),
     "raw": ("docker-run",),
     "raw-nolog": ("docker-run-nolog",),
 }
 
 
-def make_runner(key: str, job: Job, concurrent: int = 0) -> Any:
-    """The runner ``key`` (see ``RUNNERS``) for ``job``; ``concurrent``: runs at once."""
-    if key == "mounted":
-        return PipesDockerRunner("mounted")
-    if key == "mounted-nostats":
-        return PipesDockerRunner("mounted", sampling=False)
-    if key == "streamed":
-        return PipesDockerRunner("streamed")
-    if key == "streamed-noreattach":
-        return PipesDockerRunner("streamed", reattach=False)
-    if key == "reference":
-        return ReferenceRunner(client_per_run=concurrent > 0)
-    if key == "reference-shared":
-        return ReferenceRunner(client_per_run=False)
-    if key == "docker-py":
-        return DockerPyRunner(pool_size=concurrent)
-    if key in ("docker-run", "docker-run-nolog"):
-        return DockerRunRunner(log_driver_none=key == "docker-run-nolog")
-    if key == "floor":
-        return FloorRunner(job)
-    raise ValueError(f"unknown runner {key!r}")
+def make_runner(key: str, job: Job, spec: dict[str, Any], concurrent: int = 0) -> Any:
+    """The runner ``key`` (see ``RUNNERS``) for ``job``; ``concurrent``: runs at once.
+
+    ``spec["urls"]`` maps the runner's engine to its address; ``spec["swarm_worker"]`` is the
+    Swarm worker node's hostname.
+    """
+    runner = RUNNERS[key]
+    url = spec.get("urls", {}).get(runner.engine)
+    if runner.kind == "pipes":
+        return PipesDockerRunner(runner, url)
+    if runner.kind == "reference":  # it reads DOCKER_HOST, which measure sets for the worker
+        return ReferenceRunner(client_per_run=concurrent > 0 and not runner.shared)
+    if runner.kind == "docker-py":
+        return DockerPyRunner(url, pool_size=concurrent, read_logs=runner.read_logs)
+    if runner.kind == "docker-run":
+        return DockerRunRunner(url, runner.log_driver_none)
+    if runner.kind == "swarm":
+        return SwarmRunner(url, spec["swarm_worker"])
+    if runner.kind == "service":
+        return ServiceRunner(url, spec["swarm_worker"])
+    return FloorRunner(job)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 IMAGE = "pipes-docker-testjob:latest"
@@ -54,19 +54,6 @@ def script_logs(count: int) -> str:
     )
 
 
-def flood_script(scenario: str, params: dict[str, Any]) -> str:
-    """The job of one column of transports.py's and swarm.py's tables.
-
-    ``scenario`` is "stdout" (``stdout_bytes`` in ``line_bytes``-long lines), "logs"
-    (``messages`` log calls) or anything else for the no-op job.
-    """
-    if scenario == "stdout":
-        return script_stdout(params["stdout_bytes"], params["line_bytes"])
-    if scenario == "logs":
-        return script_logs(params["messages"])
-    return SCRIPT_NOOP
-
-
 def metadata_blob(total_bytes: int) -> str:
     """Deterministic, position-dependent text: any cut, reorder or duplicate changes it."""
     return "".join(f"{i:07d}," for i in range(total_bytes // 8))
@@ -99,12 +86,17 @@ def script_sleep(seconds: float) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def default_params(quick: bool) -> dict[str, Any]:
-    """The parameters of a full run (about 9 minutes on 2 CPUs) or of a ``--quick`` one."""
-    return {
-        "startup_runs": 3 if quick else 15,  # no-op runs per runner; the table gives the median
+SUITES = ("local", "transports", "swarm")
+
+
+def default_params(quick: bool, suite: str = "local") -> dict[str, Any]:
+    """The parameters of a full run of ``suite`` or of a ``--quick`` one."""
+    params = {
+        "startup_runs": 3 if quick else 15,  # warm no-op runs per runner; the median is shown
         "startup_warmup_runs": 1 if quick else 2,  # unmeasured no-op runs first: startup ...
         "warmup_runs": 1,  # ... and every other scenario's worker
+        "fresh_runs": 3 if quick else 12,  # fresh processes per runner, interleaved
+        "fresh_messages": 3,  # the fresh-process job's log.info calls
         "stdout_bytes": (20 if quick else 100) * MIB,
         "big_stdout_bytes": 100 * MIB if quick else GIB,
         "line_bytes": 128,
@@ -118,6 +110,12 @@ def default_params(quick: bool) -> dict[str, Any]:
         # scaled up, says it would take longer than this.
         "max_reference_seconds": 120,
     }
+    if suite == "transports":
+        params.update(startup_runs=3 if quick else 10, messages=5_000 if quick else 20_000)
+    if suite == "swarm":
+        params.update(startup_runs=3 if quick else 5, startup_warmup_runs=1)
+        params.update(messages=5_000 if quick else 20_000)
+    return params
 
 
 def size_label(n_bytes: int) -> str:
@@ -127,6 +125,12 @@ def size_label(n_bytes: int) -> str:
 # The rows of each scenario, in table order (runners.RUNNERS says what each key is). docker-py
 # reads no output, so it is the floor only where output does not matter.
 FLOODS = ("mounted", "streamed", "reference", "docker-run", "docker-run-nolog", "floor")
+STARTUP = ("auto", "mounted", "mounted-nostats", "streamed", "streamed-noreattach", "reference")
+STARTUP_FLOORS = ("docker-py", "docker-run", "docker-run-nolog", "floor")
+FRESH = ("auto", "mounted", "streamed", "reference", "docker-py-logs")
+TRANSPORTS = ("mounted", "streamed", "tcp", "reference-tcp", "docker-run-tcp")
+TRANSPORTS += ("docker-run-nolog-tcp", "docker-run", "docker-run-nolog")
+SWARM = ("swarm", "swarm-single", "swarm-raw")
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,8 @@ class Scenario:
     concurrent: int = 0  # runs at once from the worker's threads (0: one run at a time)
     stdout_bytes: int = 0  # the stdout floods: how much
     warmups: int | None = None  # unmeasured no-op runs first (default: params["warmup_runs"])
+    fresh: bool = False  # one run per fresh worker process, no warm-up, runners interleaved
+    fixed_messages: int | None = None  # log.info calls of each run, when not params["messages"]
 
     def script(self, params: dict[str, Any]) -> str:
         if self.job == "stdout":
@@ -155,45 +161,53 @@ class Scenario:
         """How many ``pipes.log.info`` calls each run of this scenario makes."""
         if self.job != "logs":
             return 0
+        if self.fixed_messages is not None:
+            return self.fixed_messages
         return params["concurrent_messages"] if self.concurrent else params["messages"]
 
 
-def scenarios(params: dict[str, Any]) -> dict[str, Scenario]:
-    """Every scenario, in the order they are measured and printed."""
+def scenarios(params: dict[str, Any], suite: str = "local") -> dict[str, Scenario]:
+    """Every scenario of ``suite``, in the order they are measured and printed."""
+    n = params["startup_runs"]
+    startup = Scenario(
+        "startup",
+        f"no-op startup, warm worker (median of {n})",
+        "noop",
+        (*STARTUP, *STARTUP_FLOORS),
+        repeats=n,
+        warmups=params["startup_warmup_runs"],
+    )
+    stdout = Scenario(
+        "stdout",
+        f"{size_label(params['stdout_bytes'])} stdout",
+        "stdout",
+        ("mounted", "streamed", "streamed-noreattach", *FLOODS[2:]),
+        stdout_bytes=params["stdout_bytes"],
+    )
+    logs = Scenario("logs", f"{params['messages']} pipes.log.info", "logs", FLOODS)
+    if suite != "local":  # the same three scenarios, other rows
+        chosen = TRANSPORTS if suite == "transports" else SWARM
+        return {s.key: replace(s, runners=chosen) for s in (startup, stdout, logs)}
     found = [
+        startup,
         Scenario(
-            "startup",
-            f"no-op startup (median of {params['startup_runs']})",
-            "noop",
-            (
-                "mounted",
-                "mounted-nostats",
-                "streamed",
-                "streamed-noreattach",
-                "reference",
-                "docker-py",
-                "docker-run",
-                "docker-run-nolog",
-                "floor",
-            ),
-            repeats=params["startup_runs"],
-            warmups=params["startup_warmup_runs"],
+            "startup-fresh",
+            f"startup, one run per fresh process ({params['fresh_messages']} log.info; "
+            f"median of {params['fresh_runs']})",
+            "logs",
+            FRESH,
+            repeats=params["fresh_runs"],
+            fresh=True,
+            fixed_messages=params["fresh_messages"],
         ),
-        Scenario(
-            "stdout",
-            f"{size_label(params['stdout_bytes'])} stdout",
-            "stdout",
-            ("mounted", "streamed", "streamed-noreattach", *FLOODS[2:]),
-            stdout_bytes=params["stdout_bytes"],
-        ),
-        Scenario(
-            "stdout-big",
-            f"{size_label(params['big_stdout_bytes'])} stdout",
-            "stdout",
-            ("mounted", "streamed", "streamed-noreattach", *FLOODS[2:]),
+        stdout,
+        replace(
+            stdout,
+            key="stdout-big",
+            title=f"{size_label(params['big_stdout_bytes'])} stdout",
             stdout_bytes=params["big_stdout_bytes"],
         ),
-        Scenario("logs", f"{params['messages']} pipes.log.info", "logs", FLOODS),
+        logs,
         Scenario(
             "metadata", f"{size_label(params['metadata_bytes'])} metadata value", "metadata", FLOODS
         ),
