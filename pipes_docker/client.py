@@ -46,6 +46,7 @@ from pipes_docker.engine import (
 from pipes_docker.errors import PipesDockerContainerError, PipesDockerImageError
 from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import ContainerLauncher, ContainerOutcome, Removal, awaited_removals
+from pipes_docker.reporter import reporter_injection
 from pipes_docker.session import (
     interrupt_logger,
     legacy_jobs_noted_at_info,
@@ -191,6 +192,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         container_kwargs: Mapping[str, Any] | None = None,
         timeout_seconds: float | None = None,
         inject_pipes: bool = False,
+        inject_reporter: bool = False,
     ) -> PipesClientCompletedInvocation:
         """Run ``image`` in a container as a Pipes session and wait for it to end.
 
@@ -209,6 +211,11 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 and put first on the container's ``PYTHONPATH`` (ahead of the image's or the
                 user's ``PYTHONPATH``, which is kept). The orchestrator's version therefore wins
                 over a copy already in the image, so both sides speak the same protocol.
+            inject_reporter: Let a job with no Python report from the shell: the
+                ``dagster-pipes`` command (a POSIX ``sh`` program, see ``dagster-pipes --help``)
+                and this run's context are copied into the container, and the command's
+                directory is put first on its ``PATH``. Needs only ``sh``, ``sed``, ``od`` and
+                ``tr`` (dash and coreutils, or BusyBox).
 
         Returns:
             The completed invocation: ``get_materialize_result()``, ``get_results()`` and
@@ -236,6 +243,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 options=options,
                 timeout_seconds=timeout_seconds,
                 inject_pipes=inject_pipes,
+                inject_reporter=inject_reporter,
             )
 
     def _run(
@@ -249,6 +257,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         options: dict[str, Any],
         timeout_seconds: float | None,
         inject_pipes: bool,
+        inject_reporter: bool,
     ) -> PipesClientCompletedInvocation:
         image_id = self._ensure_image(image)
         env_layers: list[Mapping[str, str]] = [self._env, pop_environment(options), env]
@@ -257,6 +266,8 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             injected = inject_dagster_pipes(self._engine.image_env(image), env_layers)
             env_layers.append(injected.env)
             files.extend(injected.files)
+        # The reporter's context is known only once the session is open.
+        reporter_image_env = self._engine.image_env(image) if inject_reporter else None
         with awaited_removals("container") as removals:
             return self._run_session(
                 context=context,
@@ -269,6 +280,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 options=options,
                 timeout_seconds=timeout_seconds,
                 removals=removals,
+                reporter_image_env=reporter_image_env,
             )
 
     def _run_session(
@@ -284,6 +296,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         options: dict[str, Any],
         timeout_seconds: float | None,
         removals: list[Removal],
+        reporter_image_env: Mapping[str, str] | None = None,
     ) -> PipesClientCompletedInvocation:
         adoption = self._adoptable(context) if self._reattach else None
         if adoption is not None:
@@ -308,6 +321,17 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 f"[pipes-docker] transport: {channel.transport} ({channel.description})"
             )
             if adoption is None:
+                if reporter_image_env is not None:
+                    # The shell reporter (inject_reporter): its files and env come from this
+                    # session's bootstrap params and context.
+                    reporter = reporter_injection(
+                        session.get_bootstrap_env_vars(),
+                        session.context_data,
+                        image_env=reporter_image_env,
+                        env_layers=env_layers,
+                    )
+                    env_layers = [*env_layers, reporter.env]
+                    files = [*files, *reporter.files]
                 spec = build_spec(
                     image=image,
                     command=command,
