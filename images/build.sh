@@ -9,6 +9,8 @@
 #                               remote engine (images/dind/, docker-compose.test.yml)
 #   pipes-docker-swarm-node     a Docker Engine 26 from Debian trixie, for the nodes of the
 #                               integration tests' two-node Swarm (images/swarm-node/)
+#   pipes-docker-shell-dash     Debian minbase: dash, coreutils, sed, no Python (shell reporter)
+#   pipes-docker-shell-busybox  nothing but Debian's busybox-static (shell reporter)
 #   pipes-docker-dagster        Dagster (webserver, daemon, code server), this package and the
 #                               compose stack's code location (images/dagster/, examples/compose/)
 #
@@ -201,10 +203,71 @@ build_swarm_node_image() {
     rm -rf "$work"
 }
 
+# Images with no Python, for the shell reporter's protocol suite (tests/integration/
+# test_protocol_suite.py). Skipped when the image exists and was built from the same recipe.
+SHELL_RECIPE_VERSION=1
+
+# Debian bookworm's minbase: dash as /bin/sh, coreutils, sed; no Python.
+build_shell_dash_image() {
+    local name="pipes-docker-shell-dash:latest" hash work
+    hash="$(printf 'dash minbase bookworm %s' "$SHELL_RECIPE_VERSION" | sha256sum | cut -c1-16)"
+    if is_up_to_date "$name" "$hash"; then
+        log "$name is up to date"
+        return
+    fi
+    work="$(mktemp -d)"
+    log "building $name from Debian bookworm minbase (mmdebstrap, ~30 s)"
+    mmdebstrap --quiet --variant=minbase \
+        --dpkgopt='path-exclude=/usr/share/{doc,man,locale}/*' \
+        bookworm "$work/root.tar"
+    docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change "LABEL $LABEL" \
+        --change "LABEL io.pipes-docker.inputs=$hash" \
+        --change 'CMD ["sh"]' \
+        "$work/root.tar" "$name" >/dev/null
+    rm -rf "$work"
+}
+
+# A root holding only Debian's busybox-static: /bin/busybox, a symlink per applet, /tmp.
+build_shell_busybox_image() {
+    local name="pipes-docker-shell-busybox:latest" hash work applet
+    work="$(mktemp -d)"
+    # Downloaded as root into our private temp dir (apt's _apt user cannot enter it).
+    (cd "$work" && apt-get download -qq -o APT::Sandbox::User=root busybox-static >/dev/null)
+    hash="$( (sha256sum "$work"/busybox-static_*.deb | cut -d' ' -f1
+        echo "busybox $SHELL_RECIPE_VERSION") | sha256sum | cut -c1-16)"
+    if is_up_to_date "$name" "$hash"; then
+        log "$name is up to date"
+        rm -rf "$work"
+        return
+    fi
+    log "building $name from Debian's busybox-static"
+    dpkg-deb -x "$work"/busybox-static_*.deb "$work/deb"
+    mkdir -p "$work/root/bin" "$work/root/tmp" "$work/root/etc"
+    chmod 1777 "$work/root/tmp"
+    cp "$work/deb/bin/busybox" "$work/root/bin/busybox"
+    for applet in $("$work/root/bin/busybox" --list); do
+        [[ "$applet" == busybox ]] || ln -s busybox "$work/root/bin/$applet"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' \
+        >"$work/root/etc/passwd"
+    tar -C "$work/root" -cf "$work/root.tar" .
+    docker import \
+        --change 'ENV PATH=/bin' \
+        --change "LABEL $LABEL" \
+        --change "LABEL io.pipes-docker.inputs=$hash" \
+        --change 'CMD ["sh"]' \
+        "$work/root.tar" "$name" >/dev/null
+    rm -rf "$work"
+}
+
 ensure_base "${1:-}"
 build_job_image pipes-docker-example:latest "$ROOT/images/example"
 build_job_image pipes-docker-testjob:latest "$ROOT/images/testjob"
 build_dind_image
 build_swarm_node_image
+build_shell_dash_image
+build_shell_busybox_image
 build_dagster_image
 log "done"

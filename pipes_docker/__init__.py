@@ -22,6 +22,7 @@ from pipes_docker.errors import (
     PipesDockerImageError,
     PipesDockerLaunchError,
     PipesDockerOutputError,
+    PipesDockerReporterError,
     PipesDockerTimeoutError,
 )
 from pipes_docker.ownership import MANAGED_LABEL
@@ -47,6 +48,7 @@ __all__ = [
     "PipesDockerLaunchError",
     "PipesDockerMountedChannel",
     "PipesDockerOutputError",
+    "PipesDockerReporterError",
     "PipesDockerStdioMessageReader",
     "PipesDockerStreamedChannel",
     "PipesDockerSwarmClient",

@@ -143,6 +143,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         container_kwargs: Mapping[str, Any] | None = None,
         timeout_seconds: float | None = None,
         inject_pipes: bool = False,
+        inject_reporter: bool = False,
     ) -> PipesClientCompletedInvocation:
         """Run ``image`` in a container as a Pipes session and wait for it to end.
 
@@ -162,6 +163,11 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 image's or the user's ``PYTHONPATH``, which is kept). The orchestrator's
                 version therefore wins over a copy already in the image, so both sides speak
                 the same protocol.
+            inject_reporter: Let a job with no Python report from the shell: the
+                ``dagster-pipes`` command (a POSIX ``sh`` program, see ``dagster-pipes --help``)
+                and this run's context are copied into the job, and the command's directory is
+                put first on its ``PATH``. Needs only ``sh``, ``sed``, ``od`` and ``tr`` (dash
+                and coreutils, or BusyBox).
 
         Returns:
             The completed invocation: ``get_materialize_result()``, ``get_results()`` and
@@ -186,6 +192,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             options=container_kwargs,
             timeout_seconds=timeout_seconds,
             inject_pipes=inject_pipes,
+            inject_reporter=inject_reporter,
         )
 
     def remove_orphans(self, *, older_than: timedelta = timedelta(hours=6)) -> list[str]:

@@ -33,6 +33,10 @@ class PipesDockerError(DagsterPipesExecutionError):
     """Root of every error pipes-docker raises."""
 
 
+class PipesDockerReporterError(PipesDockerError):
+    """The shell reporter cannot serve this run: its messages go where a shell cannot write."""
+
+
 class PipesDockerEngineError(PipesDockerError):
     """The Docker engine could not be reached, or answered with an error we cannot act on.
 

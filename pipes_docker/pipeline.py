@@ -33,6 +33,7 @@ from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import JobLauncher, JobOutcome, Removal, awaited_removals
 from pipes_docker.ownership import job_name, labels_for
 from pipes_docker.reattach import Adoption, Reattach
+from pipes_docker.reporter import reporter_injection
 from pipes_docker.session import (
     interrupt_logger,
     legacy_jobs_noted_at_info,
@@ -100,6 +101,7 @@ class RunPipeline:
         options: Mapping[str, Any] | None,
         timeout_seconds: float | None,
         inject_pipes: bool = False,
+        inject_reporter: bool = False,
     ) -> PipesClientCompletedInvocation:
         run_options = dict(options or {})
         self.backend.check_options(run_options)
@@ -112,6 +114,8 @@ class RunPipeline:
                 injected = inject_dagster_pipes(self.backend.image_env(image), env_layers)
                 env_layers.append(injected.env)
                 files.extend(injected.files)
+            # The reporter's context is known only once the session is open.
+            reporter_image_env = self.backend.image_env(image) if inject_reporter else None
             with awaited_removals() as removals:
                 ran = self._run_session(
                     context=context,
@@ -123,6 +127,7 @@ class RunPipeline:
                     options=merged,
                     timeout_seconds=timeout_seconds,
                     removals=removals,
+                    reporter_image_env=reporter_image_env,
                 )
         metadata = self._metadata(image, image_id, ran.outcome, ran.name)
         metadata["pipes_docker/transport"] = ran.transport
@@ -142,6 +147,7 @@ class RunPipeline:
         options: dict[str, Any],
         timeout_seconds: float | None,
         removals: list[Removal],
+        reporter_image_env: Mapping[str, str] | None,
     ) -> _Ran:
         settings = self._settings
         adoption: Adoption | None = (
@@ -165,6 +171,17 @@ class RunPipeline:
             context.log.debug(
                 f"[pipes-docker] transport: {channel.transport} ({channel.description})"
             )
+            if reporter_image_env is not None and adoption is None:
+                # The shell reporter: its files and env come from this session's bootstrap
+                # params and context.
+                reporter = reporter_injection(
+                    session.get_bootstrap_env_vars(),
+                    session.context_data,
+                    image_env=reporter_image_env,
+                    env_layers=env_layers,
+                )
+                env_layers = [*env_layers, reporter.env]
+                files = [*files, *reporter.files]
             user_labels = dict(options.pop("labels", None) or {})
             name = str(options.pop("name", None) or job_name(context))
             if adoption is not None:

@@ -31,6 +31,9 @@ install_system_packages() {
     command -v catatonit >/dev/null || missing+=(catatonit)
     # The browser the end-to-end tests drive (tests/e2e): Debian's, not one Playwright downloads.
     command -v chromium >/dev/null || missing+=(chromium)
+    # The shell reporter's unit tests run it under the host's dash and BusyBox ash.
+    command -v busybox >/dev/null || missing+=(busybox-static)
+    command -v dash >/dev/null || missing+=(dash)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
         as_root apt-get update -qq

@@ -138,6 +138,7 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
         service_kwargs: Mapping[str, Any] | None = None,
         timeout_seconds: float | None = None,
         inject_pipes: bool = False,
+        inject_reporter: bool = False,
     ) -> PipesClientCompletedInvocation:
         """Run ``image`` as a Swarm job in a Pipes session and wait for it to end.
 
@@ -155,6 +156,11 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
             inject_pipes: Make ``import dagster_pipes`` work in any image with Python 3: the
                 orchestrator's installed dagster-pipes goes into the task as Swarm configs and
                 first on its ``PYTHONPATH``.
+            inject_reporter: Let a job with no Python report from the shell: the
+                ``dagster-pipes`` command (a POSIX ``sh`` program, see ``dagster-pipes --help``)
+                and this run's context are copied into the job, and the command's directory is
+                put first on its ``PATH``. Needs only ``sh``, ``sed``, ``od`` and ``tr`` (dash
+                and coreutils, or BusyBox).
 
         Returns:
             The completed invocation, as with :class:`PipesDockerClient`; its metadata names
@@ -179,6 +185,7 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
             options=service_kwargs,
             timeout_seconds=timeout_seconds,
             inject_pipes=inject_pipes,
+            inject_reporter=inject_reporter,
         )
 
     def remove_orphans(self, *, older_than: timedelta = timedelta(hours=6)) -> list[str]:
