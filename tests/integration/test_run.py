@@ -193,7 +193,9 @@ sys.exit(3)
     assert re.search(r"Container [0-9a-f]{12} ", error)
     assert "stderr line 29" in error
     assert "stderr line 10" in error
-    assert "stderr line 09" not in error  # only the last 20 lines
+    # The message quotes the last 20 lines; a note under it carries all the stderr kept.
+    assert "The stderr kept (30 lines" in error
+    assert "stderr line 00" in error
     assert "s3cr3t-value" not in error
 
 

@@ -116,7 +116,7 @@ def test_a_failing_job_names_the_node_and_quotes_its_stderr(
 
     assert not run.success
     assert "exited with code 3" in run.error
-    assert f"on Swarm node '{swarm.worker_hostname}'" in run.error
+    assert f"on node {swarm.worker_hostname} (image" in run.error
     assert "bad row 7" in run.error
 
 
