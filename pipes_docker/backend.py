@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
     from pipes_docker.messages import ByteSink
+    from pipes_docker.options import OptionRules
 
 __all__ = [
     "Backend",
@@ -215,16 +216,9 @@ class Backend(Protocol):
     def kind(self) -> str:
         """What a job is here, in words: ``"container"``, ``"Swarm task"``."""
 
-    def check_options(self, options: Mapping[str, Any]) -> None:
-        """Refuse keywords pipes-docker must control (``ValueError``)."""
-
-    def merge_options(
-        self, client_options: Mapping[str, Any], run_options: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """A run's keywords over the client's; environment, labels and lists add up."""
-
-    def pop_env(self, options: dict[str, Any]) -> Mapping[str, str]:
-        """Take the environment out of the backend's keywords, as a dict."""
+    @property
+    def options(self) -> OptionRules:
+        """How this backend's own keywords are checked and merged."""
 
     def image_id(self, image: str) -> str | None:
         """The image as the run will use it (pulled as the client's pull policy says);

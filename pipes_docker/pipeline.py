@@ -81,7 +81,7 @@ class RunPipeline:
         *,
         client_name: str,
     ) -> None:
-        backend.check_options(settings.options)
+        backend.options.check(settings.options)
         self.backend = backend
         self._channel = channel
         self._settings = settings
@@ -104,11 +104,11 @@ class RunPipeline:
         inject_reporter: bool = False,
     ) -> PipesClientCompletedInvocation:
         run_options = dict(options or {})
-        self.backend.check_options(run_options)
-        merged = self.backend.merge_options(self._settings.options, run_options)
+        self.backend.options.check(run_options)
+        merged = self.backend.options.merge(self._settings.options, run_options)
         with sigterm_unwinds():
             image_id = self.backend.image_id(image)
-            env_layers = [self._settings.env, self.backend.pop_env(merged), dict(env or {})]
+            env_layers = [self._settings.env, self.backend.options.pop_env(merged), dict(env or {})]
             files: list[ContainerFile] = []
             if inject_pipes:
                 injected = inject_dagster_pipes(self.backend.image_env(image), env_layers)

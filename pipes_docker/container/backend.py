@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipes_docker.backend import (
     FoundJob,
@@ -23,22 +23,15 @@ from pipes_docker.backend import (
     ResourceSampler,
     RunTarget,
 )
+from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
 from pipes_docker.container.engine import ContainerEngine
-from pipes_docker.container.spec import (
-    check_container_kwargs,
-    container_spec,
-    merge_container_kwargs,
-)
+from pipes_docker.container.spec import CONTAINER_OPTIONS, container_spec
 from pipes_docker.demux import STDERR, STDOUT, FrameDemuxer
-from pipes_docker.environment import environment_dict
 from pipes_docker.errors import PipesDockerEngineError, PipesDockerError
 from pipes_docker.images import PullPolicy, ensure_image, registry_auth
 from pipes_docker.messages import ByteSink
 from pipes_docker.ownership import LEASE_LABEL
 from pipes_docker.pump import OutputPump
-
-if TYPE_CHECKING:
-    from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
 
 __all__ = ["ContainerBackend", "ContainerJob"]
 
@@ -58,6 +51,7 @@ class ContainerBackend:
     """
 
     kind = "container"
+    options = CONTAINER_OPTIONS
 
     def __init__(
         self,
@@ -73,17 +67,6 @@ class ContainerBackend:
     @property
     def address(self) -> str:
         return self.engine.address
-
-    def check_options(self, options: Mapping[str, Any]) -> None:
-        check_container_kwargs(options)
-
-    def merge_options(
-        self, client_options: Mapping[str, Any], run_options: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        return merge_container_kwargs(client_options, run_options)
-
-    def pop_env(self, options: dict[str, Any]) -> Mapping[str, str]:
-        return environment_dict(options.pop("environment", None) or {})
 
     def image_id(self, image: str) -> str | None:
         return ensure_image(self.engine, image, self._pull_policy, registry_auth(self._registry))

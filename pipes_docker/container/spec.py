@@ -7,48 +7,20 @@ from typing import Any
 
 from pipes_docker.backend import JobSpec
 from pipes_docker.container.engine import ContainerSpec
-from pipes_docker.environment import environment_dict
+from pipes_docker.options import OptionRules
 
-__all__ = [
-    "check_container_kwargs",
-    "container_spec",
-    "merge_container_kwargs",
-]
+__all__ = ["CONTAINER_OPTIONS", "container_spec"]
 
-# Keywords pipes-docker must control to keep its guarantees.
-_RESERVED_KWARGS = frozenset(
-    {"image", "command", "detach", "auto_remove", "remove", "stdout", "stderr", "stream"}
+CONTAINER_OPTIONS = OptionRules(
+    name="container_kwargs",
+    reserved=frozenset(
+        {"image", "command", "detach", "auto_remove", "remove", "stdout", "stderr", "stream"}
+    ),
+    why_reserved="pipes-docker controls these to attach to, wait for and remove the container.",
+    env_key="environment",
+    lists=("volumes",),
+    normalize=lambda volumes: _normalize_volumes(volumes),
 )
-
-
-def check_container_kwargs(kwargs: Mapping[str, Any]) -> None:
-    reserved = sorted(_RESERVED_KWARGS & set(kwargs))
-    if reserved:
-        raise ValueError(
-            f"container_kwargs may not set {', '.join(reserved)}: pipes-docker controls"
-            " these to attach to, wait for and remove the container. Pass image and command"
-            " to run() instead."
-        )
-
-
-def merge_container_kwargs(
-    client_kwargs: Mapping[str, Any], run_kwargs: Mapping[str, Any]
-) -> dict[str, Any]:
-    """A run's keywords win, except that environment, labels and volumes add up."""
-    merged = {**client_kwargs, **run_kwargs}
-    if "environment" in client_kwargs and "environment" in run_kwargs:
-        merged["environment"] = {
-            **environment_dict(client_kwargs["environment"]),
-            **environment_dict(run_kwargs["environment"]),
-        }
-    if "labels" in client_kwargs and "labels" in run_kwargs:
-        merged["labels"] = {**client_kwargs["labels"], **run_kwargs["labels"]}
-    if "volumes" in client_kwargs and "volumes" in run_kwargs:
-        merged["volumes"] = [
-            *_normalize_volumes(client_kwargs["volumes"]),
-            *_normalize_volumes(run_kwargs["volumes"]),
-        ]
-    return merged
 
 
 def _normalize_volumes(volumes: Any) -> list[str]:

@@ -17,7 +17,7 @@ import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipes_docker.backend import (
     FoundJob,
@@ -28,27 +28,14 @@ from pipes_docker.backend import (
     ResourceSampler,
     RunTarget,
 )
-from pipes_docker.environment import environment_dict
-from pipes_docker.errors import (
-    PipesDockerError,
-    PipesDockerImageError,
-    PipesDockerLaunchError,
-)
+from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
+from pipes_docker.errors import PipesDockerError, PipesDockerImageError, PipesDockerLaunchError
 from pipes_docker.interrupts import deferred_signals
 from pipes_docker.messages import ByteSink
 from pipes_docker.ownership import LEASE_LABEL, MANAGED_LABEL
 from pipes_docker.swarm.engine import ServiceConfig, ServiceSpec, SwarmEngine, TaskStatus
 from pipes_docker.swarm.output import LogFollower
-from pipes_docker.swarm.spec import (
-    SERVICE_LABEL,
-    check_service_kwargs,
-    merge_service_kwargs,
-    service_configs,
-    service_name,
-)
-
-if TYPE_CHECKING:
-    from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
+from pipes_docker.swarm.spec import SERVICE_LABEL, SERVICE_OPTIONS, service_configs, service_name
 
 __all__ = ["SwarmBackend", "SwarmJob"]
 
@@ -73,6 +60,7 @@ class SwarmBackend:
     """
 
     kind = "Swarm task"
+    options = SERVICE_OPTIONS
 
     def __init__(self, engine: SwarmEngine, *, schedule_timeout_seconds: float = 60.0) -> None:
         self.engine = engine
@@ -81,17 +69,6 @@ class SwarmBackend:
     @property
     def address(self) -> str:
         return self.engine.address
-
-    def check_options(self, options: Mapping[str, Any]) -> None:
-        check_service_kwargs(options)
-
-    def merge_options(
-        self, client_options: Mapping[str, Any], run_options: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        return merge_service_kwargs(client_options, run_options)
-
-    def pop_env(self, options: dict[str, Any]) -> Mapping[str, str]:
-        return environment_dict(options.pop("env", None) or {})
 
     def image_id(self, image: str) -> str | None:
         return None  # the node that runs the task pulls the image itself

@@ -8,19 +8,17 @@ size and joined again on the node by a templated config, so the task sees one wh
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from pipes_docker.backend import ContainerFile
-from pipes_docker.environment import environment_dict
+from pipes_docker.options import OptionRules
 from pipes_docker.ownership import LABEL_PREFIX
 from pipes_docker.swarm.engine import ServiceConfig
 
 __all__ = [
     "CONFIG_PART_BYTES",
     "SERVICE_LABEL",
-    "check_service_kwargs",
-    "merge_service_kwargs",
+    "SERVICE_OPTIONS",
     "service_configs",
     "service_name",
 ]
@@ -30,40 +28,17 @@ CONFIG_PART_BYTES = 500 * 1000
 # On a config: the name of the service it was made for (the orphan sweep).
 SERVICE_LABEL = f"{LABEL_PREFIX}.service"
 
-_RESERVED_KWARGS = frozenset({"image", "command", "args", "mode", "restart_policy"})
-# Keywords whose values add up when both the client and a run set them.
-_MAPPINGS = ("labels", "container_labels")
-_LISTS = ("configs", "secrets", "constraints", "mounts", "networks")
 _NAME_LIMIT = 63
 
-
-def check_service_kwargs(kwargs: Mapping[str, Any]) -> None:
-    reserved = sorted(_RESERVED_KWARGS & set(kwargs))
-    if reserved:
-        raise ValueError(
-            f"service_kwargs may not set {', '.join(reserved)}: pipes-docker runs every job as a"
-            " replicated-job service of one task that is never restarted. Pass image and command"
-            " to run() instead."
-        )
-
-
-def merge_service_kwargs(
-    client_kwargs: Mapping[str, Any], run_kwargs: Mapping[str, Any]
-) -> dict[str, Any]:
-    """A run's keywords win, except that env, labels and lists (constraints, mounts...) add up."""
-    merged = {**client_kwargs, **run_kwargs}
-    if "env" in client_kwargs and "env" in run_kwargs:
-        merged["env"] = {
-            **environment_dict(client_kwargs["env"]),
-            **environment_dict(run_kwargs["env"]),
-        }
-    for key in _MAPPINGS:
-        if key in client_kwargs and key in run_kwargs:
-            merged[key] = {**client_kwargs[key], **run_kwargs[key]}
-    for key in _LISTS:
-        if key in client_kwargs and key in run_kwargs:
-            merged[key] = [*client_kwargs[key], *run_kwargs[key]]
-    return merged
+SERVICE_OPTIONS = OptionRules(
+    name="service_kwargs",
+    reserved=frozenset({"image", "command", "args", "mode", "restart_policy"}),
+    why_reserved="pipes-docker runs every job as a replicated-job service of one task that is"
+    " never restarted.",
+    env_key="env",
+    mappings=("labels", "container_labels"),
+    lists=("configs", "secrets", "constraints", "mounts", "networks"),
+)
 
 
 def service_name(container_name: str) -> str:
