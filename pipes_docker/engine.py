@@ -30,6 +30,7 @@ from pipes_docker.errors import (
     PipesDockerError,
     PipesDockerImageError,
     PipesDockerLaunchError,
+    PipesDockerMountSourceError,
 )
 from pipes_docker.retry import retry_transient_engine_errors
 
@@ -324,7 +325,11 @@ class DockerEngine:
 
     @retry_transient_engine_errors
     def create(self, spec: ContainerSpec) -> CreatedContainer:
-        volumes = [*spec.volumes, *(_bind(m) for m in spec.mounts)]
+        options = dict(spec.options)
+        if spec.mounts:
+            # The mounts API, not a `volumes` bind: an engine without the source path refuses
+            # to create the container, where a bind would make an empty dir in its place.
+            options["mounts"] = [*options.get("mounts", ()), *(_mount(m) for m in spec.mounts)]
         with self.translate(f"creating a container from image {spec.image!r}"):
             try:
                 # The low-level call: docker-py's containers.create() inspects the new container
@@ -337,10 +342,10 @@ class DockerEngine:
                             "name": spec.name,
                             "environment": dict(spec.env),
                             "labels": dict(spec.labels),
-                            "volumes": volumes,
+                            "volumes": list(spec.volumes),
                             "detach": True,
                             "version": self.client.api._version,
-                            **spec.options,
+                            **options,
                         }
                     )
                 )
@@ -357,6 +362,15 @@ class DockerEngine:
                 if exc.status_code == 409 and spec.name in explain_api_error(exc):
                     # An earlier attempt did create it before its answer was lost.
                     return CreatedContainer(id=self._adopt(spec), tty=_tty(spec))
+                missing = _missing_mount_source(exc, spec.mounts)
+                if missing is not None:
+                    raise PipesDockerMountSourceError(
+                        f"The Docker engine at {self.address} has no path {missing} to mount"
+                        f" into a container from image {spec.image!r}: it does not see this"
+                        f" process's files. {explain_api_error(exc)}",
+                        image=spec.image,
+                        host_path=missing,
+                    ) from exc
                 raise PipesDockerLaunchError(
                     f"Creating a container from image {spec.image!r} failed:"
                     f" {explain_api_error(exc)}",
@@ -804,8 +818,18 @@ def is_transient_status(exc: docker.errors.APIError) -> bool:
     return bool(exc.is_server_error() or exc.status_code == 429)
 
 
-def _bind(mount: Mount) -> str:
-    return f"{mount.host_path}:{mount.container_path}:{'ro' if mount.read_only else 'rw'}"
+def _mount(mount: Mount) -> docker.types.Mount:
+    return docker.types.Mount(
+        mount.container_path, mount.host_path, type="bind", read_only=mount.read_only
+    )
+
+
+def _missing_mount_source(exc: docker.errors.APIError, mounts: Sequence[Mount]) -> str | None:
+    """The source of ``mounts`` that the engine's refusal names as missing, if any."""
+    if not _is_missing_bind_source(exc):
+        return None
+    text = explain_api_error(exc)
+    return next((m.host_path for m in mounts if m.host_path in text), None)
 
 
 def _split_reference(image: str) -> tuple[str, str]:
