@@ -103,6 +103,21 @@ class PipesDockerLaunchError(_TargetedError):
         self.target = target
 
 
+class PipesDockerMountSourceError(PipesDockerLaunchError):
+    """The engine refused to create the container: it has no path to bind-mount from.
+
+    Raised for a channel's own mounts (not a user's ``volumes``), which name a dir the
+    orchestrator made for this run: the engine does not see the orchestrator's files (any more).
+
+    Attributes:
+        host_path: The path the engine was asked to mount.
+    """
+
+    def __init__(self, message: str, *, image: str, host_path: str) -> None:
+        super().__init__(message, image=image)
+        self.host_path = host_path
+
+
 class PipesDockerTimeoutError(_TargetedError):
     """The job ran longer than the run's ``timeout_seconds`` and was stopped."""
 

@@ -18,8 +18,9 @@ class PipesDockerAutoChannel(PipesDockerChannel):
     """Picks the mounted channel when the engine shares our temp dir, else the streamed one.
 
     The choice comes from one probe per engine (see :mod:`pipes_docker.channels.probe`), cached
-    for the life of the process. A local engine gets the mounted channel; a remote one
-    (``tcp://``, ``ssh://``) or the host's engine seen from a container gets the streamed one.
+    in the process and, for the processes Dagster starts per step, on disk. A local engine gets
+    the mounted channel; a remote one (``tcp://``, ``ssh://``) or the host's engine seen from a
+    container gets the streamed one.
 
     Args:
         temp_dir_root: Where the mounted channel makes per-run temp dirs.
@@ -50,7 +51,9 @@ class PipesDockerAutoChannel(PipesDockerChannel):
     ) -> Iterator[OpenChannel]:
         probe = self._mounted.probe(engine, image)
         if probe.shared:
-            with self._mounted.open_unchecked(warn=warn, reason=probe.reason) as opened:
+            with self._mounted.open_checked(
+                engine=engine, warn=warn, reason=probe.reason
+            ) as opened:
                 yield opened
         elif self._mapping_required:
             raise PipesDockerChannelError(self._mounted.describe_unshared(probe))

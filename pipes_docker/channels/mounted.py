@@ -33,9 +33,9 @@ from dagster_pipes import PipesContextData, PipesParams
 
 from pipes_docker.backend import Mount
 from pipes_docker.channels.base import OpenChannel, PipesDockerChannel, ReattachedContextInjector
-from pipes_docker.channels.probe import ProbeResult, probe_shared_dir
+from pipes_docker.channels.probe import ProbeResult, forget_probe, probe_shared_dir
 from pipes_docker.container.engine import ContainerEngine
-from pipes_docker.errors import PipesDockerChannelError
+from pipes_docker.errors import PipesDockerChannelError, PipesDockerMountSourceError
 from pipes_docker.reader import PipesDockerFileMessageReader
 
 __all__ = ["PipesDockerFileContextInjector", "PipesDockerMountedChannel"]
@@ -118,8 +118,7 @@ class PipesDockerMountedChannel(PipesDockerChannel):
 
     def probe(self, engine: ContainerEngine, image: str) -> ProbeResult:
         """Whether ``engine`` sees this channel's temp dirs (cached per engine)."""
-        local_root = os.path.realpath(self._temp_dir_root or tempfile.gettempdir())
-        return probe_shared_dir(engine, image, local_root, self._host_temp_dir_root or local_root)
+        return probe_shared_dir(engine, image, *self._roots())
 
     @contextmanager
     def open(
@@ -128,8 +127,35 @@ class PipesDockerMountedChannel(PipesDockerChannel):
         probe = self.probe(engine, image)
         if not probe.shared:
             raise PipesDockerChannelError(self.describe_unshared(probe))
-        with self.open_unchecked(warn=warn, reason=probe.reason) as opened:
+        with self.open_checked(engine=engine, warn=warn, reason=probe.reason) as opened:
             yield opened
+
+    @contextmanager
+    def open_checked(
+        self, *, engine: ContainerEngine, warn: Callable[[str], None], reason: str
+    ) -> Iterator[OpenChannel]:
+        """Open on an engine the probe found sharing the temp dir; drop that answer if wrong.
+
+        The answer may be remembered from another process (the engine behind the address has
+        changed since). Then the engine refuses to create the container, since it has no such
+        dir to mount: nothing has run, the answer is forgotten, and the next run probes again.
+        """
+        try:
+            with self.open_unchecked(warn=warn, reason=reason) as opened:
+                yield opened
+        except PipesDockerMountSourceError as exc:
+            forget_probe(engine.address, *self._roots())
+            raise PipesDockerChannelError(
+                f"The Docker engine at {engine.address} no longer sees this process's temp dir"
+                f" ({exc.host_path} is missing there), though it did when last probed"
+                f" ({reason}). Nothing ran. The remembered answer is dropped: run again and the"
+                " engine is probed afresh."
+            ) from exc
+
+    def _roots(self) -> tuple[str, str]:
+        """The temp root as this process sees it, and as the engine should."""
+        local_root = os.path.realpath(self._temp_dir_root or tempfile.gettempdir())
+        return local_root, self._host_temp_dir_root or local_root
 
     @contextmanager
     def open_unchecked(self, *, warn: Callable[[str], None], reason: str) -> Iterator[OpenChannel]:

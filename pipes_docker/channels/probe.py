@@ -5,7 +5,8 @@ bind-mount that directory (as the engine's host would name it) into a container 
 never starts, and reads the token back through the mount. The directory's name is unique, so an
 engine on another filesystem has no such path and refuses the mount at once; an engine that has
 one (a wrong path mapping) shows another file or none. Results are cached per engine address
-and directory pair for the life of the process: a run never pays for the probe again.
+and directory pair for the life of the process, and on disk for other processes (Dagster starts
+one per step; see :mod:`pipes_docker.channels.probe_cache`): a run rarely pays for the probe.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
+from pipes_docker.channels.probe_cache import CachedAnswer, ProbeCache, ProbeKey, default_cache_dir
 from pipes_docker.container.engine import ContainerEngine
 from pipes_docker.errors import PipesDockerChannelError
 
-__all__ = ["ProbeResult", "probe_shared_dir"]
+__all__ = ["ProbeResult", "forget_probe", "forget_probes", "probe_shared_dir"]
 
 _TOKEN_FILE = "token"
 
@@ -50,16 +52,34 @@ def probe_shared_dir(
         known = _cache.get(key)
     if known is not None:
         return known
-    result = _probe(engine, image, local_root, engine_root)
+    disk = _disk_cache()
+    disk_key = ProbeKey(*key)
+    remembered = disk.load(disk_key)
+    if remembered is not None:
+        result = ProbeResult(remembered.shared, remembered.reason)
+    else:
+        result = _probe(engine, image, local_root, engine_root)
+        disk.store(disk_key, CachedAnswer(result.shared, result.reason))
     with _lock:
-        _cache.setdefault(key, result)
-    return result
+        return _cache.setdefault(key, result)
+
+
+def forget_probe(engine_address: str, local_root: str, engine_root: str) -> None:
+    """Drop one answer, here and on disk: it was found wrong, so the next run probes again."""
+    with _lock:
+        _cache.pop((engine_address, local_root, engine_root), None)
+    _disk_cache().forget(ProbeKey(engine_address, local_root, engine_root))
 
 
 def forget_probes() -> None:
-    """Drop every cached result (for tests that change what an engine sees)."""
+    """Drop every answer this process holds (for tests that change what an engine sees)."""
     with _lock:
         _cache.clear()
+
+
+def _disk_cache() -> ProbeCache:
+    # Made per call: the cache dir comes from the environment, which tests change.
+    return ProbeCache(default_cache_dir())
 
 
 def _probe(engine: ContainerEngine, image: str, local_root: str, engine_root: str) -> ProbeResult:

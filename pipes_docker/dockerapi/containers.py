@@ -38,7 +38,11 @@ from pipes_docker.dockerapi.connection import (
 )
 from pipes_docker.dockerapi.stats import StatsSampler
 from pipes_docker.dockerapi.streams import SocketStream
-from pipes_docker.errors import PipesDockerImageError, PipesDockerLaunchError
+from pipes_docker.errors import (
+    PipesDockerImageError,
+    PipesDockerLaunchError,
+    PipesDockerMountSourceError,
+)
 from pipes_docker.retry import retry_transient_engine_errors
 
 __all__ = ["DockerEngine"]
@@ -127,7 +131,11 @@ class DockerEngine:
 
     @retry_transient_engine_errors
     def create(self, spec: ContainerSpec) -> CreatedContainer:
-        volumes = [*spec.volumes, *(_bind(m) for m in spec.mounts)]
+        options = dict(spec.options)
+        if spec.mounts:
+            # The mounts API, not a `volumes` bind: an engine without the source path refuses
+            # to create the container, where a bind would make an empty dir in its place.
+            options["mounts"] = [*options.get("mounts", ()), *(_mount(m) for m in spec.mounts)]
         with self._connection.translate(f"creating a container from image {spec.image!r}"):
             try:
                 # The low-level call: docker-py's containers.create() inspects the new container
@@ -140,10 +148,10 @@ class DockerEngine:
                             "name": spec.name,
                             "environment": dict(spec.env),
                             "labels": dict(spec.labels),
-                            "volumes": volumes,
+                            "volumes": list(spec.volumes),
                             "detach": True,
                             "version": self.client.api.api_version,
-                            **spec.options,
+                            **options,
                         }
                     )
                 )
@@ -160,6 +168,15 @@ class DockerEngine:
                 if exc.status_code == 409 and spec.name in explain_api_error(exc):
                     # An earlier attempt did create it before its answer was lost.
                     return CreatedContainer(id=self._adopt(spec), tty=_tty(spec))
+                missing = _missing_mount_source(exc, spec.mounts)
+                if missing is not None:
+                    raise PipesDockerMountSourceError(
+                        f"The Docker engine at {self.address} has no path {missing} to mount"
+                        f" into a container from image {spec.image!r}: it does not see this"
+                        f" process's files. {explain_api_error(exc)}",
+                        image=spec.image,
+                        host_path=missing,
+                    ) from exc
                 raise PipesDockerLaunchError(
                     f"Creating a container from image {spec.image!r} failed:"
                     f" {explain_api_error(exc)}",
@@ -376,8 +393,18 @@ def _is_pull_rate_limit(exc: docker.errors.APIError) -> bool:
     return gateway or "toomanyrequests" in explain_api_error(exc).lower()
 
 
-def _bind(mount: Mount) -> str:
-    return f"{mount.host_path}:{mount.container_path}:{'ro' if mount.read_only else 'rw'}"
+def _mount(mount: Mount) -> docker.types.Mount:
+    return docker.types.Mount(
+        mount.container_path, mount.host_path, type="bind", read_only=mount.read_only
+    )
+
+
+def _missing_mount_source(exc: docker.errors.APIError, mounts: Sequence[Mount]) -> str | None:
+    """The source of ``mounts`` that the engine's refusal names as missing, if any."""
+    if not _is_missing_bind_source(exc):
+        return None
+    text = explain_api_error(exc)
+    return next((m.host_path for m in mounts if m.host_path in text), None)
 
 
 def _split_reference(image: str) -> tuple[str, str]:

@@ -68,6 +68,14 @@ def containers_of_this_process(client: docker.DockerClient) -> list[Any]:
 
 
 @pytest.fixture(autouse=True)
+def probe_answers_of_this_test(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keep the probe's on-disk answers in a dir of this test: none leak in from elsewhere."""
+    monkeypatch.setenv("PIPES_DOCKER_CACHE_DIR", str(tmp_path_factory.mktemp("probe-answers")))
+
+
+@pytest.fixture(autouse=True)
 def no_containers_left(docker_client: docker.DockerClient) -> Iterator[None]:
     """Every test must leave no container of ours behind.
 

@@ -12,6 +12,14 @@ from pipes_docker import PipesDockerClient, PipesDockerMountedChannel
 from .fakes import FakeEngine
 
 
+@pytest.fixture(autouse=True)
+def probe_answers_of_this_test(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keep the probe's on-disk answers in a dir of this test: none leak in from elsewhere."""
+    monkeypatch.setenv("PIPES_DOCKER_CACHE_DIR", str(tmp_path_factory.mktemp("probe-answers")))
+
+
 @pytest.fixture
 def pipes_root(tmp_path: Path) -> Iterator[Path]:
     """Where the client's per-run temp dirs go; it must be empty again after every run."""

@@ -34,6 +34,7 @@ from pipes_docker.container.engine import (
     JobExit,
     ListedContainer,
 )
+from pipes_docker.errors import PipesDockerMountSourceError
 
 _engine_numbers = itertools.count(1)
 
@@ -278,7 +279,12 @@ class FakeEngine:
             raise self.create_error
         for mount in spec.mounts:
             if self.to_local(mount.host_path) is None:
-                raise AssertionError(f"the engine has no path {mount.host_path}")
+                # As a real engine refuses a mount whose source it does not have.
+                raise PipesDockerMountSourceError(
+                    f"the engine has no path {mount.host_path}",
+                    image=spec.image,
+                    host_path=mount.host_path,
+                )
         cid = hashlib.sha256(f"container {len(self.containers)}".encode()).hexdigest()
         container = FakeContainer(cid, spec, self.behaviour, FakeStream(self._rng))
         container.to_local = lambda path: self.to_local(path) or path
