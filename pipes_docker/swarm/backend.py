@@ -24,6 +24,7 @@ from pipes_docker.backend import (
     JobExit,
     JobSpec,
     OutputFollower,
+    OutputStream,
     OwnedObject,
     ResourceSampler,
     RunTarget,
@@ -31,6 +32,7 @@ from pipes_docker.backend import (
 from pipes_docker.environment import environment_dict
 from pipes_docker.errors import (
     PipesDockerError,
+    PipesDockerFilesError,
     PipesDockerImageError,
     PipesDockerLaunchError,
 )
@@ -184,6 +186,19 @@ class SwarmBackend:
         else:
             self.engine.remove_config(owned.id)
 
+    def check_copy_out(self) -> None:
+        raise PipesDockerFilesError(_NO_FILES_OUT)
+
+
+# Why a Swarm run cannot bring files back (the README says the same).
+_NO_FILES_OUT = (
+    "The Swarm client cannot copy files out of a job: its task's container lives on whichever"
+    " node the manager picked, and a manager's API reaches only its own containers' files."
+    " Have the job write its results where the orchestrator can read them (a volume or an"
+    " object store) and report their location as Pipes metadata, or run it with"
+    " PipesDockerClient against the node's engine."
+)
+
 
 class SwarmJob:
     """One service of one task: what this run made on the Swarm, and how far it got."""
@@ -316,6 +331,9 @@ class SwarmJob:
 
     def usage(self) -> ResourceSampler:
         return _NoUsage()
+
+    def archive(self, path: str) -> OutputStream | None:
+        raise PipesDockerFilesError(_NO_FILES_OUT)
 
     def metadata(self) -> Mapping[str, Any]:
         task = self._task
