@@ -130,6 +130,7 @@ def _copy_path(
         return "does not exist"
     base = posixpath.dirname(path.rstrip("/")) or "/"
     written: list[str] = []
+    arrived: list[_Copied] = []  # joins ``copied`` only once the whole path arrived
     try:
         with tarfile.open(fileobj=cast(IO[bytes], _Reader(stream)), mode="r|") as archive:
             total = 0
@@ -141,7 +142,7 @@ def _copy_path(
                 extracted = _extract(archive, member, request.destination)
                 if extracted is not None:
                     written.append(member.name)
-                    copied.append(
+                    arrived.append(
                         _Copied(
                             posixpath.join(base, member.name),
                             extracted,
@@ -156,6 +157,7 @@ def _copy_path(
         ) from exc
     finally:
         stream.close()
+    copied.extend(arrived)
     return None
 
 
