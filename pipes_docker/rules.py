@@ -17,6 +17,7 @@ looked at line by line in Python. A flood of lines that match nothing costs one 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -143,14 +144,21 @@ class _Scanner:
 
     def __init__(self, rules: Sequence[PipesDockerOutputRule]) -> None:
         self._rules = tuple(rules)
-        # Groups are renamed away so that rules may share group names; flags stay per rule.
-        try:
-            self._prefilter: re.Pattern[str] | None = re.compile(
-                "|".join(f"(?:{_ungrouped(rule.pattern)})" for rule in rules), re.MULTILINE
-            )
-        except re.error:
-            self._prefilter = None  # inline flags or back-references: one pass per rule
-        self._each = [re.compile(rule.pattern, re.MULTILINE) for rule in rules]
+        # Rules anchored on a literal start (``^ERROR``, ``^rows written: ...``) are found with
+        # ``str.find`` (a fast substring search); only the others need a regex scan, in one
+        # alternation where they combine (groups renamed away so rules may share group names).
+        prefixes = [_literal_prefix(rule.pattern) for rule in rules]
+        self._prefixes = tuple(p for p in prefixes if p)
+        scanned = [rule for rule, p in zip(rules, prefixes, strict=True) if not p]
+        self._each = [re.compile(rule.pattern, re.MULTILINE) for rule in scanned]
+        self._prefilter: re.Pattern[str] | None = None
+        if scanned:
+            # Inline flags or back-references do not combine: then one pass per rule.
+            with contextlib.suppress(re.error):
+                self._prefilter = re.compile(
+                    "|".join(f"(?:{_ungrouped(rule.pattern)})" for rule in scanned),
+                    re.MULTILINE,
+                )
 
     def matches(self, text: str) -> Iterator[tuple[PipesDockerOutputRule, re.Match[str]]]:
         if "\r" in text:  # a CRLF line ends where its LF line would
@@ -167,6 +175,14 @@ class _Scanner:
         """The start of every line some pattern may match, in order, each once."""
         patterns = [self._prefilter] if self._prefilter is not None else self._each
         starts: set[int] = set()
+        for prefix in self._prefixes:
+            if text.startswith(prefix):
+                starts.add(0)
+            needle = "\n" + prefix
+            position = text.find(needle)
+            while position >= 0:
+                starts.add(position + 1)
+                position = text.find(needle, position + 1)
         for pattern in patterns:
             position = 0
             while (hit := pattern.search(text, position)) is not None:
@@ -177,6 +193,24 @@ class _Scanner:
                     break
                 position = end + 1
         yield from sorted(starts)
+
+
+_LITERAL = re.compile(r"\^([^\\.^$*+?{}\[\]|()]+)")
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The literal text every match of ``pattern`` starts a line with, or ``""``.
+
+    Only for a pattern of one branch that starts with ``^`` and plain characters; a character
+    a quantifier follows is not part of it.
+    """
+    found = _LITERAL.match(pattern)
+    if found is None or "|" in pattern:
+        return ""
+    prefix = found.group(1)
+    if pattern[found.end() : found.end() + 1] in ("?", "*", "{"):
+        prefix = prefix[:-1]
+    return prefix
 
 
 def _ungrouped(pattern: str) -> str:
