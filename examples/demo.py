@@ -4,9 +4,24 @@ import sys
 
 from dagster import DagsterInstance, materialize
 
-from examples.definitions import chunked_report, defs, legacy_report, platform_summary, word_counts
+from examples.definitions import (
+    chunked_report,
+    defs,
+    legacy_export,
+    legacy_report,
+    platform_summary,
+    shell_quality,
+    word_counts,
+)
 
-ASSETS = [word_counts, legacy_report, platform_summary, chunked_report]
+ASSETS = [
+    word_counts,
+    legacy_report,
+    platform_summary,
+    chunked_report,
+    legacy_export,
+    shell_quality,
+]
 
 
 def main() -> int:
@@ -22,6 +37,9 @@ def main() -> int:
         print(f"\nMaterialized {name} with metadata:")
         for key, value in sorted(materialization.metadata.items()):
             print(f"  {key}: {value.value}")
+    for check in result.get_asset_check_evaluations():
+        outcome = "passed" if check.passed else "failed"
+        print(f"\nCheck {check.check_name} on {check.asset_key.to_user_string()}: {outcome}")
     return 0
 
 

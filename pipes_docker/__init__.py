@@ -19,14 +19,18 @@ from pipes_docker.errors import (
     PipesDockerContainerError,
     PipesDockerEngineError,
     PipesDockerError,
+    PipesDockerFilesError,
     PipesDockerImageError,
     PipesDockerLaunchError,
     PipesDockerOutputError,
+    PipesDockerOutputRuleError,
     PipesDockerReporterError,
     PipesDockerTimeoutError,
 )
 from pipes_docker.ownership import MANAGED_LABEL
 from pipes_docker.reader import PipesDockerFileMessageReader
+from pipes_docker.retrieve import PipesDockerCopyOut
+from pipes_docker.rules import PipesDockerOutputRule
 from pipes_docker.swarm import PipesDockerSwarmClient
 
 __version__ = "0.1.0"
@@ -39,15 +43,19 @@ __all__ = [
     "PipesDockerChannelError",
     "PipesDockerClient",
     "PipesDockerContainerError",
+    "PipesDockerCopyOut",
     "PipesDockerCustomChannel",
     "PipesDockerEngineError",
     "PipesDockerError",
     "PipesDockerFileContextInjector",
     "PipesDockerFileMessageReader",
+    "PipesDockerFilesError",
     "PipesDockerImageError",
     "PipesDockerLaunchError",
     "PipesDockerMountedChannel",
     "PipesDockerOutputError",
+    "PipesDockerOutputRule",
+    "PipesDockerOutputRuleError",
     "PipesDockerReporterError",
     "PipesDockerStdioMessageReader",
     "PipesDockerStreamedChannel",

@@ -179,6 +179,11 @@ class Job(Protocol):
     def metadata(self) -> Mapping[str, Any]:
         """What this backend adds to the run's metadata (service, task, node...)."""
 
+    def archive(self, path: str) -> OutputStream | None:
+        """A tar stream of ``path`` (a file or a directory) in the ended job's filesystem;
+        ``None`` when there is no such path. Only where :meth:`Backend.check_copy_out`
+        allows it."""
+
 
 @dataclass(frozen=True)
 class FoundJob:
@@ -252,3 +257,7 @@ class Backend(Protocol):
 
     def remove_owned(self, owned: OwnedObject) -> None:
         """Remove one thing :meth:`owned` listed."""
+
+    def check_copy_out(self) -> None:
+        """Refuse a run that asks for files back where the job's filesystem is out of reach
+        (``PipesDockerFilesError``)."""

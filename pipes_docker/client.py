@@ -25,6 +25,8 @@ from pipes_docker.dockerapi.containers import DockerEngine
 from pipes_docker.images import PullPolicy, check_pull_policy
 from pipes_docker.ownership import sweep
 from pipes_docker.pipeline import RunPipeline, RunSettings
+from pipes_docker.retrieve import PipesDockerCopyOut
+from pipes_docker.rules import PipesDockerOutputRule, check_rules
 
 __all__ = ["PipesDockerClient", "PullPolicy"]
 
@@ -82,6 +84,9 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             (and, where the engine kept it, its output) from the start and wait for it. A
             container that failed is removed and the job runs afresh. On the streamed
             transport this keeps the container's output with the engine's log driver.
+        output_rules: :class:`PipesDockerOutputRule` values applied to every run's output
+            lines (log levels, metadata, check results from a job that does not speak Pipes);
+            a run's own ``output_rules`` are added to them. A bad pattern fails here.
         engine: The engine seam; defaults to docker-py (``docker_client``). Meant for tests.
     """
 
@@ -101,6 +106,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         context_injector: PipesContextInjector | None = None,
         message_reader: PipesMessageReader | None = None,
         reattach: bool = True,
+        output_rules: Sequence[PipesDockerOutputRule] | None = None,
         engine: ContainerEngine | None = None,
     ) -> None:
         if engine is not None and docker_client is not None:
@@ -124,6 +130,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 forward_termination=forward_termination,
                 termination_timeout_seconds=termination_timeout_seconds,
                 reattach=reattach,
+                output_rules=check_rules(output_rules),
             ),
             client_name=CLIENT_NAME,
         )
@@ -144,6 +151,8 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         timeout_seconds: float | None = None,
         inject_pipes: bool = False,
         inject_reporter: bool = False,
+        output_rules: Sequence[PipesDockerOutputRule] | None = None,
+        copy_out: PipesDockerCopyOut | None = None,
     ) -> PipesClientCompletedInvocation:
         """Run ``image`` in a container as a Pipes session and wait for it to end.
 
@@ -169,6 +178,14 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 put first on its ``PATH``. Needs only ``sh``, ``sed``, ``od`` and ``tr`` (dash
                 and coreutils, or BusyBox).
 
+            output_rules: :class:`PipesDockerOutputRule` values for this run, after the
+                client's: matching output lines are logged at a level, or their named groups
+                become materialization metadata or an asset check result (in ``get_results()``).
+                The lines still reach stdout/stderr and the log files unchanged.
+            copy_out: Paths to copy out of the container after the job ends, before it is
+                removed (:class:`PipesDockerCopyOut`), through the Docker API; each file's
+                path, size and sha256 are in the run's metadata (``pipes_docker/files``).
+
         Returns:
             The completed invocation: ``get_materialize_result()``, ``get_results()`` and
             ``get_custom_messages()`` as with dagster's own Pipes clients. Its metadata (image,
@@ -193,6 +210,8 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             timeout_seconds=timeout_seconds,
             inject_pipes=inject_pipes,
             inject_reporter=inject_reporter,
+            output_rules=output_rules,
+            copy_out=copy_out,
         )
 
     def remove_orphans(self, *, older_than: timedelta = timedelta(hours=6)) -> list[str]:

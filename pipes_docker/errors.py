@@ -21,16 +21,28 @@ __all__ = [
     "PipesDockerContainerError",
     "PipesDockerEngineError",
     "PipesDockerError",
+    "PipesDockerFilesError",
     "PipesDockerImageError",
     "PipesDockerInterrupted",
     "PipesDockerLaunchError",
     "PipesDockerOutputError",
+    "PipesDockerOutputRuleError",
     "PipesDockerTimeoutError",
 ]
 
 
 class PipesDockerError(DagsterPipesExecutionError):
     """Root of every error pipes-docker raises."""
+
+
+class PipesDockerOutputRuleError(PipesDockerError):
+    """An output rule cannot work: its pattern does not compile, or it names no asset it can
+    report for. Raised before the job starts."""
+
+
+class PipesDockerFilesError(PipesDockerError):
+    """Files a run asked to bring back from its job are missing, too large, or cannot be
+    copied out (``on_problem="error"``), or the backend cannot reach the job's files."""
 
 
 class PipesDockerReporterError(PipesDockerError):

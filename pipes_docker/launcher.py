@@ -143,6 +143,7 @@ class JobLauncher:
         remove_in_background: bool = False,
         on_started: Callable[[str], None] | None = None,
         adopt: Job | None = None,
+        after_exit: Callable[[Job, JobExit], Mapping[str, object]] | None = None,
     ) -> JobOutcome:
         """Run the job to its end and return how it ended.
 
@@ -155,7 +156,9 @@ class JobLauncher:
 
         With ``adopt``, no job is made: that existing one (running, or ended), found again
         after a restart, is driven from where it is, its output read again from its start.
-        ``on_started`` is called with the id of a job this call started.
+        ``on_started`` is called with the id of a job this call started. ``after_exit`` runs
+        once a job has ended on its own and its output is read, before it is removed (files are
+        copied out of it there); what it returns joins the outcome's metadata.
 
         Raises:
             PipesDockerLaunchError: The job could not be made or started.
@@ -192,9 +195,10 @@ class JobLauncher:
             duration = time.monotonic() - started
             follower.finish(self._drain_timeout)
             _raise_failure(follower, job.target, spec.image)
+            metadata = {**job.metadata(), **(after_exit(job, exit_) if after_exit else {})}
             if remove_in_background:
                 removal = Removal(job.remove)
-            return JobOutcome(job.target, exit_, duration, removal, usage, job.metadata())
+            return JobOutcome(job.target, exit_, duration, removal, usage, metadata)
         except BaseException as exc:
             interrupted = not isinstance(exc, PipesDockerError)
             with deferred_signals():

@@ -34,12 +34,15 @@ from pipes_docker.launcher import JobLauncher, JobOutcome, Removal, awaited_remo
 from pipes_docker.ownership import job_name, labels_for
 from pipes_docker.reattach import Adoption, Reattach
 from pipes_docker.reporter import reporter_injection
+from pipes_docker.retrieve import PipesDockerCopyOut, check_copy_out, copy_out_after_exit
+from pipes_docker.rules import PipesDockerOutputRule, RunRules, check_rules, run_rules
 from pipes_docker.session import (
     interrupt_logger,
     legacy_jobs_noted_at_info,
     log_paths,
     op_context,
     output_sinks,
+    selected_asset_keys,
 )
 
 __all__ = ["RunPipeline", "RunSettings"]
@@ -56,6 +59,7 @@ class RunSettings:
     forward_termination: bool
     termination_timeout_seconds: float
     reattach: bool
+    output_rules: tuple[PipesDockerOutputRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class _Ran:
     transport: str
     adopted: bool
     name: str
+    rules: RunRules | None
 
 
 class RunPipeline:
@@ -102,7 +107,12 @@ class RunPipeline:
         timeout_seconds: float | None,
         inject_pipes: bool = False,
         inject_reporter: bool = False,
+        output_rules: Sequence[PipesDockerOutputRule] | None = None,
+        copy_out: PipesDockerCopyOut | None = None,
     ) -> PipesClientCompletedInvocation:
+        rules = (*self._settings.output_rules, *check_rules(output_rules))
+        if check_copy_out(copy_out) is not None:
+            self.backend.check_copy_out()
         run_options = dict(options or {})
         self.backend.options.check(run_options)
         merged = self.backend.options.merge(self._settings.options, run_options)
@@ -128,7 +138,11 @@ class RunPipeline:
                     timeout_seconds=timeout_seconds,
                     removals=removals,
                     reporter_image_env=reporter_image_env,
+                    rules=rules,
+                    files_out=copy_out,
                 )
+        if ran.rules is not None:  # the session is closed: the job's own reports are all in
+            ran.rules.report(ran.session.message_handler.get_reported_results, context.log)
         metadata = self._metadata(image, image_id, ran.outcome, ran.name)
         metadata["pipes_docker/transport"] = ran.transport
         if ran.adopted:
@@ -148,6 +162,8 @@ class RunPipeline:
         timeout_seconds: float | None,
         removals: list[Removal],
         reporter_image_env: Mapping[str, str] | None,
+        rules: Sequence[PipesDockerOutputRule],
+        files_out: PipesDockerCopyOut | None,
     ) -> _Ran:
         settings = self._settings
         adoption: Adoption | None = (
@@ -203,8 +219,17 @@ class RunPipeline:
             if adoption is not None:
                 self._reattach.adopted(context, adoption)
             with (
+                run_rules(
+                    rules,
+                    asset_keys=selected_asset_keys(context),
+                    handle=session.message_handler.handle_message,  # type: ignore[arg-type]
+                    log=context.log,
+                ) as watching,
                 output_sinks(
-                    forward_stdio=settings.forward_stdio, log_dir=settings.log_dir, run_name=name
+                    forward_stdio=settings.forward_stdio,
+                    log_dir=settings.log_dir,
+                    run_name=name,
+                    watch=watching.watcher if watching is not None else None,
                 ) as (stdout_sink, stderr_sink),
                 self._reattach.leased(adoption),
             ):
@@ -223,9 +248,15 @@ class RunPipeline:
                         else None
                     ),
                     adopt=adoption.found.job if adoption is not None else None,
+                    after_exit=(
+                        copy_out_after_exit(files_out, context.log.warning)
+                        if files_out is not None
+                        else None
+                    ),
                 )
                 if outcome.removal is not None:
                     removals.append(outcome.removal)
+
             if outcome.exit.exit_code != 0:
                 tail, tail_stream = output_tail(stdout_sink, stderr_sink, TAIL_LINES)
                 error = PipesDockerContainerError(
@@ -242,7 +273,7 @@ class RunPipeline:
                 if more:
                     error.add_note(more)
                 raise error
-        return _Ran(outcome, session, channel.transport, adoption is not None, name)
+        return _Ran(outcome, session, channel.transport, adoption is not None, name, watching)
 
     def _metadata(
         self, image: str, image_id: str | None, outcome: JobOutcome, run_name: str

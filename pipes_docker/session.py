@@ -13,7 +13,8 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
-from dagster import AssetExecutionContext, OpExecutionContext
+from dagster import AssetExecutionContext, AssetKey, OpExecutionContext
+from dagster._core.errors import DagsterInvalidPropertyError
 
 from pipes_docker.demux import LineSink, ProcessStream, StreamTarget
 
@@ -23,6 +24,7 @@ __all__ = [
     "log_paths",
     "op_context",
     "output_sinks",
+    "selected_asset_keys",
 ]
 
 
@@ -36,9 +38,16 @@ def log_paths(log_dir: str | None, run_name: str) -> dict[str, str]:
 
 @contextmanager
 def output_sinks(
-    *, forward_stdio: bool, log_dir: str | None, run_name: str
+    *,
+    forward_stdio: bool,
+    log_dir: str | None,
+    run_name: str,
+    watch: Callable[[str], StreamTarget | None] | None = None,
 ) -> Iterator[tuple[LineSink, LineSink]]:
-    """The stdout and stderr sinks of one run; the log files close on exit."""
+    """The stdout and stderr sinks of one run; the log files close on exit.
+
+    ``watch`` gives a stream's watcher (the output rules), a target that sees its lines too.
+    """
     with ExitStack() as stack:
         sinks = []
         paths = log_paths(log_dir, run_name)
@@ -50,6 +59,9 @@ def output_sinks(
                 path = paths[stream]
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 targets.append(stack.enter_context(open(path, "w", encoding="utf-8")))
+            watcher = watch(stream) if watch is not None else None
+            if watcher is not None:
+                targets.append(watcher)
             sinks.append(LineSink(targets))
         yield sinks[0], sinks[1]
 
@@ -90,6 +102,14 @@ def legacy_jobs_noted_at_info(
         yield
     finally:
         log.removeFilter(notice)
+
+
+def selected_asset_keys(context: OpExecutionContext | AssetExecutionContext) -> list[AssetKey]:
+    """The assets the step materializes; none for a plain op."""
+    try:
+        return sorted(op_context(context).selected_asset_keys)
+    except DagsterInvalidPropertyError:  # an op outside any asset
+        return []
 
 
 def op_context(context: OpExecutionContext | AssetExecutionContext) -> OpExecutionContext:

@@ -169,6 +169,18 @@ def disable_stats_sampling() -> None:
     DockerEngine.usage = usage  # type: ignore[assignment,method-assign]
 
 
+def bench_rules() -> list[Any]:
+    """Three rules as a legacy job's user writes them; the flood's lines match none of them,
+    so every line is scanned and none reported: what rules cost on output they do not want."""
+    from pipes_docker import PipesDockerOutputRule
+
+    return [
+        PipesDockerOutputRule(r"^ERROR", log_level="error"),
+        PipesDockerOutputRule(r"^WARN(ING)?\b", log_level="warning"),
+        PipesDockerOutputRule(r"^rows written: (?P<rows>\d+)$", metadata={"rows": "int"}),
+    ]
+
+
 def docker_client(url: str | None) -> Any:
     """A docker-py client of the engine at ``url`` (``None``: the environment's, as a user's)."""
     import docker
@@ -195,6 +207,7 @@ class PipesDockerRunner(DagsterRunner):
             container_kwargs={"network_mode": spec.network},
             forward_stdio=True,
             reattach=spec.reattach,
+            output_rules=bench_rules() if spec.rules else None,
             **({"channel": channels[spec.channel]()} if spec.channel else {}),
         )
 
@@ -468,6 +481,7 @@ class Runner:
     log_driver_none: bool = False  # docker run --log-driver none
     read_logs: bool = False  # docker-py: read the container's logs before removing it
     shared: bool = True  # reference: one client for all threads of runs at once
+    rules: bool = False  # pipes: BENCH_RULES as the client's output rules
 
     @property
     def network(self) -> str:
@@ -480,6 +494,9 @@ RUNNERS = {
     "mounted": Runner("pipes-docker mounted", "pipes", channel="mounted"),
     "mounted-nostats": Runner(
         "pipes-docker mounted, stats sampling off", "pipes", channel="mounted", sampling=False
+    ),
+    "mounted-rules": Runner(
+        "pipes-docker mounted, 3 output rules", "pipes", channel="mounted", rules=True
     ),
     "streamed": Runner("pipes-docker streamed", "pipes", channel="streamed"),
     "streamed-noreattach": Runner(

@@ -181,7 +181,7 @@ def scenarios(params: dict[str, Any], suite: str = "local") -> dict[str, Scenari
         "stdout",
         f"{size_label(params['stdout_bytes'])} stdout",
         "stdout",
-        ("mounted", "streamed", "streamed-noreattach", *FLOODS[2:]),
+        ("mounted", "mounted-rules", "streamed", "streamed-noreattach", *FLOODS[2:]),
         stdout_bytes=params["stdout_bytes"],
     )
     logs = Scenario("logs", f"{params['messages']} pipes.log.info", "logs", FLOODS)

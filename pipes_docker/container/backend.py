@@ -125,6 +125,9 @@ class ContainerBackend:
     def remove_owned(self, owned: OwnedObject) -> None:
         self.engine.remove(owned.id)
 
+    def check_copy_out(self) -> None:
+        """A container's filesystem is reachable through its engine, ended or not."""
+
 
 class ContainerJob:
     """One container: made by this run, or found again (``adopted``) after a restart."""
@@ -172,6 +175,9 @@ class ContainerJob:
 
     def metadata(self) -> Mapping[str, Any]:
         return {"pipes_docker/container_id": self._id, "pipes_docker/container_name": self._name}
+
+    def archive(self, path: str) -> OutputStream | None:
+        return self._engine.get_archive(self._id, path)
 
     def still_running(self) -> bool:
         """Asked when the output stream ends: is the container still running?

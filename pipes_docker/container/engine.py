@@ -150,6 +150,11 @@ class ContainerEngine(Protocol):
         """
         ...
 
+    def get_archive(self, container_id: str, path: str) -> OutputStream | None:
+        """A tar stream of ``path`` in the container (running or ended); ``None`` when the
+        container has no such path."""
+        ...
+
     def create_lease(self, container_id: str, image: str, labels: Mapping[str, str]) -> str:
         """Create (never start) a marker container saying who now owns ``container_id``."""
         ...

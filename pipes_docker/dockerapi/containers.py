@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -359,6 +359,15 @@ class DockerEngine:
         )
 
     @retry_transient_engine_errors
+    def get_archive(self, container_id: str, path: str) -> OutputStream | None:
+        with self._connection.translate(f"copying {path} out of container {container_id[:12]}"):
+            try:
+                chunks, _ = self.client.api.get_archive(container_id, path)
+            except docker.errors.NotFound:
+                return None
+        return _ChunkStream(chunks)
+
+    @retry_transient_engine_errors
     def create_lease(self, container_id: str, image: str, labels: Mapping[str, str]) -> str:
         with self._connection.translate(f"marking container {container_id[:12]} as adopted"):
             created = self.client.api.create_container(
@@ -368,6 +377,21 @@ class DockerEngine:
                 host_config=self.client.api.create_host_config(network_mode="none"),
             )
         return str(created["Id"])
+
+
+class _ChunkStream:
+    """docker-py's chunk generator of a streamed response, read as an OutputStream."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+
+    def read(self, size: int) -> bytes:
+        return next(self._chunks, b"")
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _is_missing_bind_source(exc: docker.errors.APIError) -> bool:

@@ -24,12 +24,18 @@ from pipes_docker.backend import (
     JobExit,
     JobSpec,
     OutputFollower,
+    OutputStream,
     OwnedObject,
     ResourceSampler,
     RunTarget,
 )
 from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
-from pipes_docker.errors import PipesDockerError, PipesDockerImageError, PipesDockerLaunchError
+from pipes_docker.errors import (
+    PipesDockerError,
+    PipesDockerFilesError,
+    PipesDockerImageError,
+    PipesDockerLaunchError,
+)
 from pipes_docker.interrupts import deferred_signals
 from pipes_docker.messages import ByteSink
 from pipes_docker.ownership import LEASE_LABEL, MANAGED_LABEL
@@ -160,6 +166,19 @@ class SwarmBackend:
             self.engine.remove_service(owned.id)
         else:
             self.engine.remove_config(owned.id)
+
+    def check_copy_out(self) -> None:
+        raise PipesDockerFilesError(_NO_FILES_OUT)
+
+
+# Why a Swarm run cannot bring files back (the README says the same).
+_NO_FILES_OUT = (
+    "The Swarm client cannot copy files out of a job: its task's container lives on whichever"
+    " node the manager picked, and a manager's API reaches only its own containers' files."
+    " Have the job write its results where the orchestrator can read them (a volume or an"
+    " object store) and report their location as Pipes metadata, or run it with"
+    " PipesDockerClient against the node's engine."
+)
 
 
 class SwarmJob:
@@ -293,6 +312,9 @@ class SwarmJob:
 
     def usage(self) -> ResourceSampler:
         return _NoUsage()
+
+    def archive(self, path: str) -> OutputStream | None:
+        raise PipesDockerFilesError(_NO_FILES_OUT)
 
     def metadata(self) -> Mapping[str, Any]:
         task = self._task

@@ -22,6 +22,8 @@ from pipes_docker.channels import PipesDockerChannel, PipesDockerStreamedChannel
 from pipes_docker.dockerapi.services import DockerSwarmEngine
 from pipes_docker.ownership import sweep
 from pipes_docker.pipeline import RunPipeline, RunSettings
+from pipes_docker.retrieve import PipesDockerCopyOut
+from pipes_docker.rules import PipesDockerOutputRule, check_rules
 from pipes_docker.swarm.backend import SwarmBackend
 from pipes_docker.swarm.engine import SwarmEngine
 
@@ -80,6 +82,9 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
             launched still runs or ended well, adopt it instead of launching another, reading
             its messages again from the service's logs. One that failed is removed and the job
             runs afresh.
+        output_rules: :class:`PipesDockerOutputRule` values applied to every run's output
+            lines (log levels, metadata, check results from a job that does not speak Pipes);
+            a run's own ``output_rules`` are added to them. A bad pattern fails here.
         engine: The Swarm seam; defaults to docker-py (``docker_client``). Meant for tests.
     """
 
@@ -98,6 +103,7 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
         context_injector: PipesContextInjector | None = None,
         message_reader: PipesMessageReader | None = None,
         reattach: bool = True,
+        output_rules: Sequence[PipesDockerOutputRule] | None = None,
         engine: SwarmEngine | None = None,
     ) -> None:
         if engine is not None and docker_client is not None:
@@ -119,6 +125,7 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
                 forward_termination=forward_termination,
                 termination_timeout_seconds=termination_timeout_seconds,
                 reattach=reattach,
+                output_rules=check_rules(output_rules),
             ),
             client_name=CLIENT_NAME,
         )
@@ -139,6 +146,8 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
         timeout_seconds: float | None = None,
         inject_pipes: bool = False,
         inject_reporter: bool = False,
+        output_rules: Sequence[PipesDockerOutputRule] | None = None,
+        copy_out: PipesDockerCopyOut | None = None,
     ) -> PipesClientCompletedInvocation:
         """Run ``image`` as a Swarm job in a Pipes session and wait for it to end.
 
@@ -161,6 +170,13 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
                 and this run's context are copied into the job, and the command's directory is
                 put first on its ``PATH``. Needs only ``sh``, ``sed``, ``od`` and ``tr`` (dash
                 and coreutils, or BusyBox).
+
+            output_rules: :class:`PipesDockerOutputRule` values for this run, after the
+                client's: matching output lines are logged at a level, or their named groups
+                become materialization metadata or an asset check result (in ``get_results()``).
+                The lines still reach stdout/stderr and the log files unchanged.
+            copy_out: Not supported here: a Swarm manager cannot reach its tasks' files, so
+                asking for files raises :class:`PipesDockerFilesError` before anything starts.
 
         Returns:
             The completed invocation, as with :class:`PipesDockerClient`; its metadata names
@@ -186,6 +202,8 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
             timeout_seconds=timeout_seconds,
             inject_pipes=inject_pipes,
             inject_reporter=inject_reporter,
+            output_rules=output_rules,
+            copy_out=copy_out,
         )
 
     def remove_orphans(self, *, older_than: timedelta = timedelta(hours=6)) -> list[str]:

@@ -15,8 +15,11 @@ stderr; the exception is kept in ``engine.behaviour_errors``.
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
+import posixpath
 import random
+import tarfile
 import threading
 import time
 import traceback
@@ -378,6 +381,27 @@ class FakeEngine:
         if container.exited.is_set():
             replay.end()
         return replay
+
+    def get_archive(self, container_id: str, path: str) -> io.BytesIO | None:
+        """A tar of the container's ``files`` at ``path`` (a file, or a directory's files)."""
+        self._record("get_archive", container_id)
+        files = self.containers[container_id].files
+        root = path.rstrip("/")
+        parent = posixpath.dirname(root)
+        found = {
+            name: data
+            for name, data in files.items()
+            if name == root or name.startswith(root + "/")
+        }
+        if not found:
+            return None
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            for name, data in sorted(found.items()):
+                info = tarfile.TarInfo(posixpath.relpath(name, parent))
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        return io.BytesIO(buffer.getvalue())
 
     def create_lease(self, container_id: str, image: str, labels: Mapping[str, str]) -> str:
         self._record("create_lease", container_id)
