@@ -31,9 +31,10 @@ import pytest
 from dagster import AssetExecutionContext, DagsterInstance, MaterializeResult, asset, materialize
 
 from pipes_docker import PipesDockerClient, PipesDockerStreamedChannel
+from tests.jobs import AssetRun
 
 from .adversarial_jobs import FLOOD_SIZE, MAX_MESSAGE_BYTES_ENV, RAW, flood_text
-from .conftest import TEST_IMAGE, AssetRun
+from .conftest import TEST_IMAGE
 from .test_lifecycle import containers_of
 
 RunAsset = Callable[..., AssetRun]

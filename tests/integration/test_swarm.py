@@ -21,8 +21,9 @@ from dagster import DagsterInstance
 
 from pipes_docker import MANAGED_LABEL, PipesDockerSwarmClient
 from pipes_docker.ownership import HOST_LABEL, PID_LABEL, PIDNS_LABEL, pid_namespace
+from tests.jobs import AssetRun
 
-from .conftest import TEST_IMAGE, AssetRun
+from .conftest import TEST_IMAGE
 from .engines import DIND_IMAGE, wait_until
 from .swarm import SwarmCluster, two_node_swarm
 from .test_lifecycle import start_orchestrator

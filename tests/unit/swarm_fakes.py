@@ -216,6 +216,10 @@ class FakeSwarmEngine:
 
     def create_config(self, config: ServiceConfig, labels: Mapping[str, str]) -> str:
         self.ops.append(f"create_config {config.name}")
+        if not config.data:
+            raise PipesDockerLaunchError(
+                f"config {config.name}: config data must be larger than 0 bytes", image=""
+            )
         if len(config.data) > CONFIG_CAP:
             raise PipesDockerLaunchError(
                 f"config {config.name} is {len(config.data)} bytes, over the 500 KiB cap",
