@@ -6,7 +6,7 @@ integration tests (real engines, a real Swarm) all materialize their jobs throug
 """
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from dagster import (
     DagsterInstance,
     ExecuteInProcessResult,
     MaterializeResult,
+    PipesClientCompletedInvocation,
     asset,
     materialize,
 )
@@ -41,17 +42,35 @@ def run_asset(
     instance: DagsterInstance | None = None,
     raise_on_error: bool = True,
     every_warning_is_an_error: bool = False,
+    custom_messages: list[Any] | None = None,
+    all_results: bool = False,
     **run_kwargs: Any,
 ) -> ExecuteInProcessResult:
     """Materialize one asset whose body is ``client.run(context=context, **run_kwargs)``.
 
-    The client is the asset's resource, as users wire it.
+    The client is the asset's resource, as users wire it. The asset hands on the invocation's
+    ``get_materialize_result()``, or with ``all_results`` every one of its ``get_results()``;
+    the custom messages it received are appended to ``custom_messages``.
     """
+
+    def invoke(context: AssetExecutionContext) -> PipesClientCompletedInvocation:
+        invocation: PipesClientCompletedInvocation = getattr(context.resources, _RESOURCE).run(
+            context=context, **run_kwargs
+        )
+        if custom_messages is not None:
+            custom_messages.extend(invocation.get_custom_messages())
+        return invocation
 
     @asset(name=ASSET, required_resource_keys={_RESOURCE})
     def job(context: AssetExecutionContext) -> MaterializeResult:
-        pipes_client = getattr(context.resources, _RESOURCE)
-        return pipes_client.run(context=context, **run_kwargs).get_materialize_result()
+        return invoke(context).get_materialize_result()
+
+    @asset(name=ASSET, required_resource_keys={_RESOURCE})
+    def job_of_results(context: AssetExecutionContext) -> Iterator[Any]:
+        yield from invoke(context).get_results()
+
+    if all_results:
+        job = job_of_results
 
     with warnings.catch_warnings():
         if every_warning_is_an_error:
