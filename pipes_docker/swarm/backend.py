@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shlex
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -49,9 +50,11 @@ logger = logging.getLogger(__name__)
 
 _FIRST_POLL_SECONDS = 0.05
 _MAX_POLL_SECONDS = 0.2
-# After a service is removed, how long its task may take to go beyond its stop grace period;
-# past that the run ends anyway and the orphan sweep is left to finish.
+# How long removing a job (its service, the wait for its task to go, its configs) may take beyond
+# its stop grace period; past that the run ends anyway and the orphan sweep is left to finish.
 REMOVAL_MARGIN_SECONDS = 10.0
+# A removal asked for once that time has passed still gets this long.
+_LAST_CALL_SECONDS = 1.0
 
 _WHY_STREAMED = "a Swarm task runs on a node that shares no filesystem with the orchestrator"
 
@@ -144,7 +147,10 @@ class SwarmBackend:
 
     def lease(self, found: FoundJob, labels: Mapping[str, str]) -> Callable[[], None]:
         service_id = found.job.target.id
-        config = ServiceConfig(f"pipes-lease-{service_id[:12]}-{time.time_ns()}", b"", "/lease")
+        # A config, as nothing else on a Swarm carries labels without running; it holds the
+        # adopted service's id (Swarm refuses an empty config).
+        name = f"pipes-lease-{service_id[:12]}-{time.time_ns()}"
+        config = ServiceConfig(name, service_id.encode(), "/lease")
         lease_id = self.engine.create_config(
             config, {**labels, MANAGED_LABEL: "true", LEASE_LABEL: service_id}
         )
@@ -198,6 +204,8 @@ class SwarmJob:
         self._task: TaskStatus | None = None
         self._created = time.monotonic()
         self._poll = _FIRST_POLL_SECONDS
+        self._deadline: float | None = None  # by when the teardown must be done
+        self._teardown_thread: threading.Thread | None = None
 
     @property
     def target(self) -> RunTarget:
@@ -259,16 +267,65 @@ class SwarmJob:
         self._poll = min(self._poll * 2, _MAX_POLL_SECONDS)
 
     def stop(self, grace_seconds: float) -> None:
-        """Remove the service (SIGTERM, SIGKILL after its grace period); wait, bounded, for
-        its task to go. The grace period is the service's own, set when it was made."""
-        self._remove_service(wait=True)
+        """Remove the service (SIGTERM, SIGKILL after its grace period) and its configs, and
+        wait for its task to go: all within the grace period (the service's own, set when it
+        was made) plus :data:`REMOVAL_MARGIN_SECONDS`, however slow the manager is (retried
+        calls, a manager under load). What is not removed by then is left to the orphan sweep.
+
+        Raises:
+            PipesDockerError: A removal failed (before the bound was reached).
+        """
+        self._deadline = time.monotonic() + self._spec.stop_grace_seconds + REMOVAL_MARGIN_SECONDS
+        self._bounded_teardown()
 
     def remove(self) -> None:
-        """Remove the service (its task and container with it), then every config.
+        """Remove the service (its task and container with it), then every config; bounded
+        as :meth:`stop` is (by the same deadline after a stop).
 
         Raises:
             PipesDockerError: The first removal that failed, once all were tried.
         """
+        if self._deadline is None:
+            self._deadline = (
+                time.monotonic() + self._spec.stop_grace_seconds + REMOVAL_MARGIN_SECONDS
+            )
+        self._bounded_teardown()
+
+    def _bounded_teardown(self) -> None:
+        """The teardown on a thread, waited for until the stop's deadline (or one more second
+        for a call made after it, so that a quick removal is still tried)."""
+        if self._teardown_thread is not None and self._teardown_thread.is_alive():
+            return  # still going from before; its end was said already
+        errors: list[BaseException] = []
+
+        def teardown() -> None:
+            try:
+                self._teardown()
+            except BaseException as exc:
+                errors.append(exc)
+
+        # A daemon: a removal the bound gave up on must not keep the process from exiting.
+        self._teardown_thread = threading.Thread(
+            target=teardown, name="pipes-docker-swarm-teardown", daemon=True
+        )
+        self._teardown_thread.start()
+        assert self._deadline is not None
+        self._teardown_thread.join(max(self._deadline - time.monotonic(), _LAST_CALL_SECONDS))
+        if self._teardown_thread.is_alive():
+            logger.warning(
+                "Removing %s (image %r) was not done %.0f s after its stop began (its grace"
+                " period plus %.0f s); the run ends now and leaves the rest to the orphan"
+                " sweep (PipesDockerSwarmClient.remove_orphans()).",
+                self.target,
+                self._spec.image,
+                self._spec.stop_grace_seconds + REMOVAL_MARGIN_SECONDS,
+                REMOVAL_MARGIN_SECONDS,
+            )
+            return
+        if errors:
+            raise errors[0]
+
+    def _teardown(self) -> None:
         errors: list[Exception] = []
         try:
             self._remove_service(wait=not self.task_ended)
@@ -296,18 +353,8 @@ class SwarmJob:
             # A task that ended has nothing left to stop: the manager deletes it, and its node
             # its container, on their own (within seconds).
             return
-        patience = self._spec.stop_grace_seconds + REMOVAL_MARGIN_SECONDS
-        deadline = time.monotonic() + patience
-        while self._engine.task_by_id(self.task_id) is not None:
-            if time.monotonic() > deadline:
-                logger.warning(
-                    "Task %s of removed %s was still there %.0f s later; leaving it to the"
-                    " Swarm (remove_orphans() sweeps what is left).",
-                    self.task_id[:12],
-                    self.target,
-                    patience,
-                )
-                return
+        deadline = self._deadline if self._deadline is not None else time.monotonic()
+        while time.monotonic() < deadline and self._engine.task_by_id(self.task_id) is not None:
             time.sleep(0.1)
 
     def usage(self) -> ResourceSampler:

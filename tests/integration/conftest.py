@@ -5,26 +5,25 @@ client works, and CI must not go green without them.
 """
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 import pytest
-from dagster import (
-    AssetExecutionContext,
-    DagsterInstance,
-    ExecuteInProcessResult,
-    MaterializeResult,
-    asset,
-    materialize,
-)
+from dagster import DagsterInstance
 
-from pipes_docker import MANAGED_LABEL, PipesDockerClient, PipesDockerMountedChannel
+from pipes_docker import (
+    MANAGED_LABEL,
+    PipesDockerClient,
+    PipesDockerMountedChannel,
+    PipesDockerSwarmClient,
+)
+from tests import jobs
 from tests.integration.engines import *  # noqa: F403  (pytest_plugins is top-level only)
 from tests.integration.swarm import *  # noqa: F403
+from tests.jobs import AssetRun
 
 TEST_IMAGE = "pipes-docker-testjob:latest"
 EXAMPLE_IMAGE = "pipes-docker-example:latest"
@@ -114,45 +113,12 @@ def make_client(
     return make
 
 
-@dataclass
-class AssetRun:
-    """The outcome of materializing one asset whose body calls the client."""
-
-    result: ExecuteInProcessResult
-    instance: DagsterInstance
-
-    @property
-    def success(self) -> bool:
-        return self.result.success
-
-    @property
-    def metadata(self) -> Mapping[str, Any]:
-        (materialization,) = self.result.asset_materializations_for_node("job")
-        return {key: value.value for key, value in materialization.metadata.items()}
-
-    @property
-    def error(self) -> str:
-        """The step's error, with its causes, as Dagster reports it."""
-        failures = [event for event in self.result.all_events if event.is_step_failure]
-        assert failures, "the step did not fail"
-        error = failures[0].step_failure_data.error
-        assert error is not None
-        return error.to_string()
-
-    def log_messages(self) -> list[str]:
-        return [
-            entry.user_message
-            for entry in self.instance.all_logs(self.result.run_id)
-            if entry.dagster_event is None
-        ]
-
-
 @pytest.fixture
 def run_asset(tmp_path: Path) -> Iterator[Callable[..., AssetRun]]:
     instances: list[DagsterInstance] = []
 
     def run(
-        client: PipesDockerClient,
+        client: PipesDockerClient | PipesDockerSwarmClient,
         code: str | None = None,
         *,
         image: str = TEST_IMAGE,
@@ -161,16 +127,16 @@ def run_asset(tmp_path: Path) -> Iterator[Callable[..., AssetRun]]:
     ) -> AssetRun:
         if code is not None:
             command = ["python", "-c", code]
-
-        @asset(name="job")
-        def job_asset(context: AssetExecutionContext) -> MaterializeResult:
-            return client.run(
-                context=context, image=image, command=command, **run_kwargs
-            ).get_materialize_result()
-
         instance = DagsterInstance.ephemeral()
         instances.append(instance)
-        result = materialize([job_asset], instance=instance, raise_on_error=False)
+        result = jobs.run_asset(
+            client,
+            instance=instance,
+            raise_on_error=False,
+            image=image,
+            command=command,
+            **run_kwargs,
+        )
         return AssetRun(result, instance)
 
     yield run

@@ -7,6 +7,9 @@ Without RUN_ID, launches the job; with it, re-executes that run from failure (da
 client's default channel, here mounted) or "streamed". The container logs one message and sends
 one custom message, prints "container started", sleeps $PAUSE seconds, then sends a second of
 each; the step logs the custom messages its invocation received.
+
+With REATTACH_SWARM_NODE set, the step runs the job with PipesDockerSwarmClient on that node of
+the Swarm whose manager DOCKER_HOST names (TRANSPORT is then "streamed", the Swarm's channel).
 """
 
 import os
@@ -25,7 +28,12 @@ from dagster import (
 )
 from dagster._core.storage.tags import RESUME_RETRY_TAG
 
-from pipes_docker import PipesDockerAutoChannel, PipesDockerClient, PipesDockerStreamedChannel
+from pipes_docker import (
+    PipesDockerAutoChannel,
+    PipesDockerClient,
+    PipesDockerStreamedChannel,
+    PipesDockerSwarmClient,
+)
 
 CONTAINER_JOB = """
 import os, time
@@ -40,8 +48,16 @@ with open_dagster_pipes() as pipes:
 """
 
 
-def make_client() -> PipesDockerClient:
+def make_client() -> PipesDockerClient | PipesDockerSwarmClient:
     work_dir = Path(os.environ["REATTACH_WORK_DIR"])
+    node = os.environ.get("REATTACH_SWARM_NODE")
+    if node:
+        return PipesDockerSwarmClient(
+            docker_client=docker.from_env(),
+            service_kwargs={"constraints": [f"node.hostname=={node}"], "networks": ["host"]},
+            log_dir=str(work_dir / "logs"),
+            termination_timeout_seconds=2,
+        )
     channel = (
         PipesDockerStreamedChannel()
         if os.environ["REATTACH_TRANSPORT"] == "streamed"
@@ -65,6 +81,8 @@ def long_step(context: OpExecutionContext) -> list[str]:
     )
     received = [str(m) for m in invocation.get_custom_messages()]
     context.log.info(f"custom messages received: {received}")
+    reattached = invocation.metadata.get("pipes_docker/reattached")
+    context.log.info(f"reattached: {reattached.value if reattached else False}")
     return received
 
 

@@ -22,18 +22,17 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
-from dagster import AssetExecutionContext, DagsterInstance, MaterializeResult, asset, materialize
 
 from pipes_docker import PipesDockerClient, PipesDockerStreamedChannel
+from tests.jobs import AssetRun
 
 from .adversarial_jobs import FLOOD_SIZE, MAX_MESSAGE_BYTES_ENV, RAW, flood_text
-from .conftest import TEST_IMAGE, AssetRun
 from .test_lifecycle import containers_of
 
 RunAsset = Callable[..., AssetRun]
@@ -502,7 +501,7 @@ def test_nan_and_infinity_metadata_from_dagster_pipes_arrive(
     ids=["int-over-64-bits", "lone-surrogate"],
 )
 def test_custom_message_values_from_dagster_pipes_arrive_exactly(
-    client_on: Callable[..., PipesDockerClient], literal: str, expected: Any
+    client_on: Callable[..., PipesDockerClient], run_asset: RunAsset, literal: str, expected: Any
 ) -> None:
     code = f"""
 from dagster_pipes import open_dagster_pipes
@@ -510,20 +509,13 @@ with open_dagster_pipes() as pipes:
     pipes.report_custom_message({{"value": {literal}}})
     pipes.log.info("after")
 """
-    client = client_on()
     custom: list[Any] = []
 
-    @asset(name="job")
-    def job_asset(context: AssetExecutionContext) -> MaterializeResult:
-        invocation = client.run(context=context, image=TEST_IMAGE, command=["python", "-c", code])
-        custom.extend(invocation.get_custom_messages())
-        return invocation.get_materialize_result()
+    run = run_asset(client_on(), code, custom_messages=custom)
 
-    with DagsterInstance.ephemeral() as instance:
-        run = AssetRun(materialize([job_asset], instance=instance, raise_on_error=False), instance)
-        assert run.success, run.error
-        assert job_logs(run) == ["after"]
-        assert warnings_of(run) == []
+    assert run.success, run.error
+    assert job_logs(run) == ["after"]
+    assert warnings_of(run) == []
     assert custom == [{"value": expected}]
     assert type(custom[0]["value"]) is type(expected)
 
@@ -569,27 +561,18 @@ UNSELECTED = (
     ids=["get_materialize_result", "get_results"],
 )
 def test_a_raw_materialization_of_an_unselected_asset_fails_the_step_naming_it(
-    client_on: Callable[..., PipesDockerClient], results: str, error: str
+    client_on: Callable[..., PipesDockerClient], run_asset: RunAsset, results: str, error: str
 ) -> None:
     # Past dagster-pipes' own check: the message is delivered like any other, and dagster
     # refuses the result it makes, whichever way the asset hands results on.
-    client = client_on()
     code = with_raw(BETWEEN_GOOD_JOB, LINES=[UNSELECTED])
 
-    @asset(name="job")
-    def job_asset(context: AssetExecutionContext) -> Iterator[Any]:
-        invocation = client.run(context=context, image=TEST_IMAGE, command=["python", "-c", code])
-        if results == "get_results":
-            yield from invocation.get_results()
-        else:
-            yield invocation.get_materialize_result()
+    run = run_asset(client_on(), code, all_results=results == "get_results")
 
-    with DagsterInstance.ephemeral() as instance:
-        run = AssetRun(materialize([job_asset], instance=instance, raise_on_error=False), instance)
-        assert not run.success
-        assert error in run.error
-        assert job_logs(run) == ["before", "after"]
-        assert warnings_of(run) == []
+    assert not run.success
+    assert error in run.error
+    assert job_logs(run) == ["before", "after"]
+    assert warnings_of(run) == []
 
 
 # --- 200k custom messages --------------------------------------------------------------------
@@ -606,26 +589,16 @@ with open_dagster_pipes() as pipes:
 
 
 def test_200k_custom_messages_arrive_exactly_once_in_order(
-    client_on: Callable[..., PipesDockerClient], transport: str
+    client_on: Callable[..., PipesDockerClient], run_asset: RunAsset, transport: str
 ) -> None:
-    client = client_on(forward_stdio=False)
     received: list[Any] = []
 
-    @asset(name="job")
-    def job_asset(context: AssetExecutionContext) -> MaterializeResult:
-        invocation = client.run(
-            context=context, image=TEST_IMAGE, command=["python", "-c", CUSTOM_JOB]
-        )
-        received.extend(invocation.get_custom_messages())
-        return invocation.get_materialize_result()
-
     started = time.monotonic()
-    with DagsterInstance.ephemeral() as instance:
-        result = materialize([job_asset], instance=instance, raise_on_error=False)
-        logs = [e.user_message for e in instance.all_logs(result.run_id) if e.dagster_event is None]
+    run = run_asset(client_on(forward_stdio=False), CUSTOM_JOB, custom_messages=received)
     print(f"[{transport}] {CUSTOM_COUNT} custom messages: {time.monotonic() - started:.1f} s")
 
-    assert result.success
+    logs = run.log_messages()
+    assert run.success, run.error
     assert len(received) == CUSTOM_COUNT
     assert received == list(range(CUSTOM_COUNT))
     assert "all sent" in logs
@@ -818,26 +791,19 @@ with open_dagster_pipes() as pipes:
 
 def test_messages_naming_paths_outside_read_and_write_nothing_there(
     client_on: Callable[..., PipesDockerClient],
+    run_asset: RunAsset,
     transport: str,
     outside: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     canary, target = outside / "canary.txt", outside / "target.txt"
     code = with_raw(PATHS_JOB, CANARY_PATH=str(canary), TARGET_PATH=str(target))
-    client = client_on()
     custom: list[Any] = []
 
-    @asset(name="job")
-    def job_asset(context: AssetExecutionContext) -> MaterializeResult:
-        invocation = client.run(context=context, image=TEST_IMAGE, command=["python", "-c", code])
-        custom.extend(invocation.get_custom_messages())
-        return invocation.get_materialize_result()
+    run = run_asset(client_on(), code, custom_messages=custom)
 
-    with DagsterInstance.ephemeral() as instance:
-        result = materialize([job_asset], instance=instance, raise_on_error=False)
-        run = AssetRun(result, instance)
-        assert run.success, run.error
-        logs, warnings, metadata = job_logs(run), warnings_of(run), run.metadata
+    assert run.success, run.error
+    logs, warnings, metadata = job_logs(run), warnings_of(run), run.metadata
 
     assert_untouched(outside)
     assert not target.exists()

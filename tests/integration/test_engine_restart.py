@@ -22,8 +22,8 @@ import docker.errors
 import pytest
 
 from pipes_docker import MANAGED_LABEL, PipesDockerClient, PipesDockerStreamedChannel
+from tests.jobs import AssetRun
 
-from .conftest import AssetRun
 from .engines import answers_ping, dind_container_kwargs, load_images, wait_until
 
 RunAsset = Callable[..., AssetRun]

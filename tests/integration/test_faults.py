@@ -22,8 +22,8 @@ from pipes_docker import (
     PipesDockerMountedChannel,
     PipesDockerStreamedChannel,
 )
+from tests.jobs import AssetRun
 
-from .conftest import AssetRun
 from .test_lifecycle import containers_of, start_orchestrator, wait_for_started_container
 
 RunAsset = Callable[..., AssetRun]

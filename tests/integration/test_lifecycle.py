@@ -20,8 +20,9 @@ import pytest
 from dagster import AssetExecutionContext, DagsterInstance, MaterializeResult, asset, materialize
 
 from pipes_docker import MANAGED_LABEL, PipesDockerClient
+from tests.jobs import AssetRun
 
-from .conftest import TEST_IMAGE, AssetRun
+from .conftest import TEST_IMAGE
 
 RunAsset = Callable[..., AssetRun]
 MakeClient = Callable[..., PipesDockerClient]

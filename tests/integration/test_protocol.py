@@ -22,8 +22,9 @@ from dagster import (
 )
 
 from pipes_docker import PipesDockerClient
+from tests.jobs import AssetRun
 
-from .conftest import BASE_IMAGE, TEST_IMAGE, AssetRun
+from .conftest import BASE_IMAGE, TEST_IMAGE
 
 RunAsset = Callable[..., AssetRun]
 MakeClient = Callable[..., PipesDockerClient]

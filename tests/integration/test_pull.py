@@ -21,8 +21,8 @@ import pytest
 from pipes_docker import PipesDockerClient
 from pipes_docker.dockerapi.containers import DockerEngine
 from pipes_docker.errors import PipesDockerImageError
+from tests.jobs import AssetRun
 
-from .conftest import AssetRun
 from .registry import (
     NONCE_PATH,
     BlobFailure,

@@ -11,21 +11,27 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import docker
 import pytest
 from dagster import DagsterInstance
 
-from pipes_docker import MANAGED_LABEL, PipesDockerClient
+from pipes_docker import MANAGED_LABEL, PipesDockerClient, PipesDockerSwarmClient
+
+from .swarm import SwarmCluster
+from .test_swarm import assert_nothing_left, ours
 
 JOB_SCRIPT = Path(__file__).with_name("reattach_job.py")
 JOB_LABEL = "io.pipes-docker.dagster-job=reattach_job"
 LEASE_LABEL = "io.pipes-docker.lease-for"
 
 
-def start(work_dir: Path, transport: str, *run_id: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "DAGSTER_HOME": str(work_dir / "home"), "PAUSE": "10"}
+def start(
+    work_dir: Path, transport: str, *run_id: str, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
+    env = {**os.environ, "DAGSTER_HOME": str(work_dir / "home"), "PAUSE": "10", **(env or {})}
     return subprocess.Popen(
         [sys.executable, str(JOB_SCRIPT), str(work_dir), transport, *run_id],
         env=env,
@@ -115,3 +121,80 @@ def test_a_sigkilled_run_reexecuted_from_failure_adopts_its_container(
         == []
     )
     assert list((tmp_path / "pipes-tmp").iterdir()) == []
+
+
+def test_a_sigkilled_swarm_run_reexecuted_from_failure_adopts_its_service(
+    tmp_path: Path, swarm: SwarmCluster
+) -> None:
+    """The same on a two-node Swarm: the job's task runs on the worker while its orchestrator
+    is killed; the re-executed run adopts the service and reads its messages again from the
+    service's logs. The worker's engine says how often the job's container was started."""
+    (tmp_path / "home").mkdir()
+    since = int(time.time()) - 1
+    # Long enough to outlast the second orchestrator's start on a busy machine: the adoption
+    # under test is of a task that still runs.
+    env = {"DOCKER_HOST": swarm.manager_url, "REATTACH_SWARM_NODE": swarm.worker_hostname}
+    env["PAUSE"] = "30"
+    first = start(tmp_path, "streamed", env=env)
+    try:
+        wait_for(
+            lambda: any(
+                "container started" in p.read_text()
+                for p in (tmp_path / "logs").glob("*/stdout.log")
+            ),
+            "the task's first output",
+        )
+        os.killpg(first.pid, signal.SIGKILL)  # no cleanup: the task runs on
+        first.wait(timeout=30)
+    finally:
+        first.kill()
+        first.communicate()
+    (service,) = ours(swarm.manager.services.list(filters={"label": JOB_LABEL}))
+    assert [t["Status"]["State"] for t in service.tasks()] == ["running"]
+
+    with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        (killed_run,) = instance.get_runs()
+        instance.report_run_failed(killed_run)
+
+    swept: list[str] = []
+    leases: list[object] = []
+    second_done = threading.Event()
+
+    def sweep_while_adopted() -> None:
+        while not second_done.is_set():
+            leases.extend(swarm.manager.configs.list(filters={"label": LEASE_LABEL}))
+            if leases:
+                client = PipesDockerSwarmClient(docker_client=swarm.manager)
+                swept.extend(client.remove_orphans())
+                return
+            time.sleep(0.1)
+
+    sweeper = threading.Thread(target=sweep_while_adopted, daemon=True)
+    sweeper.start()
+    second = start(tmp_path, "streamed", killed_run.run_id, env=env)
+    try:
+        out, err = second.communicate(timeout=180)
+    finally:
+        second_done.set()
+        sweeper.join(30)
+
+    assert second.returncode == 0, err[-4000:]
+    new_run_id = out.strip().splitlines()[-1]
+    with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        logs = [e.user_message for e in instance.all_logs(new_run_id)]
+    assert leases, f"the adopting run took no lease: {logs}"
+    assert service.id not in swept  # the killed orchestrator's service is leased: spared
+    assert logs.count("logged before the kill") == 1  # re-read from the service's logs, once
+    assert logs.count("logged after the kill") == 1
+    assert "custom messages received: ['first', 'second']" in logs
+    assert "reattached: True" in logs, logs
+    assert any(f"reattached to service {service.name}" in line for line in logs)
+    starts = swarm.worker.events(
+        since=since,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"type": "container", "event": "start", "label": JOB_LABEL},
+    )
+    assert len(list(starts)) == 1  # the job's container was started once, not twice
+    assert swarm.manager.configs.list(filters={"label": LEASE_LABEL}) == []
+    assert_nothing_left(swarm)

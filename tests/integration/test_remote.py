@@ -36,8 +36,9 @@ from pipes_docker import (
     PipesDockerClient,
     PipesDockerStreamedChannel,
 )
+from tests.jobs import AssetRun
 
-from .conftest import TEST_IMAGE, AssetRun
+from .conftest import TEST_IMAGE
 from .engines import RemoteEngine, SshEngine
 from .test_lifecycle import containers_of, start_orchestrator, wait_for_started_container
 

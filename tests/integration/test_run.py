@@ -16,8 +16,9 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from pipes_docker import MANAGED_LABEL, PipesDockerClient
+from tests.jobs import AssetRun
 
-from .conftest import TEST_IMAGE, AssetRun
+from .conftest import TEST_IMAGE
 
 RunAsset = Callable[..., AssetRun]
 MakeClient = Callable[..., PipesDockerClient]

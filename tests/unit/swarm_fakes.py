@@ -184,6 +184,8 @@ class FakeSwarmEngine:
         self.services: dict[str, FakeService] = {}
         self.configs: dict[str, tuple[ServiceConfig, Mapping[str, str], datetime]] = {}
         self.ops: list[str] = []
+        # The environment each image sets, as the manager knows it (image_env).
+        self.image_envs: dict[str, Mapping[str, str]] = {}
         self.behaviour_errors: list[BaseException] = []
         self._lock = threading.Lock()
 
@@ -214,6 +216,10 @@ class FakeSwarmEngine:
 
     def create_config(self, config: ServiceConfig, labels: Mapping[str, str]) -> str:
         self.ops.append(f"create_config {config.name}")
+        if not config.data:
+            raise PipesDockerLaunchError(
+                f"config {config.name}: config data must be larger than 0 bytes", image=""
+            )
         if len(config.data) > CONFIG_CAP:
             raise PipesDockerLaunchError(
                 f"config {config.name} is {len(config.data)} bytes, over the 500 KiB cap",
@@ -328,9 +334,18 @@ class FakeSwarmEngine:
         with self._lock:
             self.configs.pop(config_id, None)
 
+    def service(self, service_id: str) -> SwarmObject | None:
+        service = self.services.get(service_id)
+        if service is None or service.removed:
+            return None
+        return _listed(service)
+
+    def image_env(self, image: str) -> Mapping[str, str]:
+        return dict(self.image_envs.get(image, {}))
+
     def list_services(self, labels: Mapping[str, str]) -> Sequence[SwarmObject]:
         return [
-            SwarmObject(s.id, s.spec.name, s.spec.labels, s.created)
+            _listed(s)
             for s in self.services.values()
             if not s.removed and _has(s.spec.labels, labels)
         ]
@@ -341,6 +356,11 @@ class FakeSwarmEngine:
             for config_id, (config, config_labels, created) in self.configs.items()
             if _has(config_labels, labels)
         ]
+
+
+def _listed(service: FakeService) -> SwarmObject:
+    spec = service.spec
+    return SwarmObject(service.id, spec.name, spec.labels, service.created, image=spec.image)
 
 
 def _has(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:

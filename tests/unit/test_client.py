@@ -10,9 +10,9 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,7 @@ import dagster_pipes
 import orjson
 import pytest
 from dagster import (
-    AssetExecutionContext,
     DagsterInstance,
-    ExecuteInProcessResult,
-    MaterializeResult,
-    asset,
-    materialize,
 )
 from dagster_pipes import decode_param
 
@@ -40,6 +35,8 @@ from pipes_docker import (
 )
 from pipes_docker.backend import RunTarget
 from pipes_docker.container.engine import ContainerSpec, JobExit
+from tests import jobs
+from tests.jobs import error_of, metadata_of, warnings_logged
 
 from .fakes import FakeContainer, FakeEngine, exits_with, never_exits
 
@@ -112,45 +109,7 @@ def pipes_job(
 
 # -- running an asset whose body calls the client --------------------------------------------
 
-
-def run_asset(
-    client: PipesDockerClient,
-    *,
-    instance: DagsterInstance | None = None,
-    raise_on_error: bool = True,
-    every_warning_is_an_error: bool = False,
-    **run_kwargs: Any,
-) -> ExecuteInProcessResult:
-    """Materialize one asset whose body is ``client.run(context=context, **run_kwargs)``."""
-    run_kwargs.setdefault("image", IMAGE)
-
-    @asset(name="job")
-    def job(context: AssetExecutionContext, docker_pipes: PipesDockerClient) -> MaterializeResult:
-        return docker_pipes.run(context=context, **run_kwargs).get_materialize_result()
-
-    with warnings.catch_warnings():
-        if every_warning_is_an_error:
-            # Also the ones pyproject.toml lets through, as a user's `-W error` would.
-            warnings.simplefilter("error")
-        return materialize(
-            [job],
-            resources={"docker_pipes": client},
-            instance=instance,
-            raise_on_error=raise_on_error,
-        )
-
-
-def materialization_metadata(result: ExecuteInProcessResult) -> dict[str, Any]:
-    (materialization,) = result.asset_materializations_for_node("job")
-    return {key: value.value for key, value in materialization.metadata.items()}
-
-
-def warnings_logged(instance: DagsterInstance, result: ExecuteInProcessResult) -> list[str]:
-    return [
-        entry.user_message
-        for entry in instance.all_logs(result.run_id)
-        if entry.dagster_event is None and entry.level >= 30
-    ]
+run_asset = partial(jobs.run_asset, image=IMAGE)
 
 
 # -- the happy path ------------------------------------------------------------------------
@@ -163,7 +122,7 @@ def test_reported_metadata_and_run_metadata_reach_the_materialization(
 
     result = run_asset(client_for(engine))
 
-    metadata = materialization_metadata(result)
+    metadata = metadata_of(result)
     container = engine.only
     assert metadata["rows"] == 42
     assert metadata["source"] == "s3://bucket/key"
@@ -315,7 +274,7 @@ def test_log_dir_keeps_each_stream_in_its_own_file(
     directory = tmp_path / "logs" / engine.only.spec.name
     assert (directory / "stdout.log").read_text() == "out 1\nout 2\n"
     assert (directory / "stderr.log").read_text() == "err 1\n"
-    metadata = materialization_metadata(result)
+    metadata = metadata_of(result)
     assert metadata["pipes_docker/stdout_log"] == str(directory / "stdout.log")
     assert metadata["pipes_docker/stderr_log"] == str(directory / "stderr.log")
 
@@ -329,8 +288,8 @@ def test_malformed_message_line_is_logged_as_a_warning_and_the_rest_arrives(
 
     result = run_asset(client_for(engine), instance=instance)
 
-    assert materialization_metadata(result)["rows"] == 7
-    [warning] = [w for w in warnings_logged(instance, result) if "pipes-docker" in w]
+    assert metadata_of(result)["rows"] == 7
+    [warning] = [w for w in warnings_logged(instance, result.run_id) if "pipes-docker" in w]
     assert "line 1" in warning
     assert "not valid JSON" in warning
 
@@ -345,8 +304,10 @@ def test_job_that_does_not_speak_pipes_succeeds_without_a_warning(
     result = run_asset(client_for(FakeEngine(legacy)), instance=instance)
 
     assert result.success
-    assert materialization_metadata(result)["pipes_docker/exit_code"] == 0
-    assert not any("did not receive any messages" in w for w in warnings_logged(instance, result))
+    assert metadata_of(result)["pipes_docker/exit_code"] == 0
+    assert not any(
+        "did not receive any messages" in w for w in warnings_logged(instance, result.run_id)
+    )
     infos = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any("did not receive any messages" in message for message in infos)
 
@@ -485,11 +446,8 @@ def test_failed_step_error_in_dagster_carries_the_diagnosis(
     result = run_asset(client_for(engine), raise_on_error=False)
 
     assert not result.success
-    [failure] = [event for event in result.all_events if event.is_step_failure]
-    error = failure.step_failure_data.error
-    assert error is not None
-    assert "exited with code 3" in error.to_string()
-    assert "Traceback: boom" in error.to_string()
+    assert "exited with code 3" in error_of(result)
+    assert "Traceback: boom" in error_of(result)
 
 
 def test_container_is_removed_after_success_and_failure(
@@ -532,9 +490,7 @@ def test_start_failure_raises_launch_error_and_removes_the_container(
 def test_create_failure_raises_launch_error_and_leaves_nothing(
     client_for: Callable[..., PipesDockerClient],
 ) -> None:
-    error = PipesDockerLaunchError(
-        "Creating failed: no such network", image=IMAGE
-    )
+    error = PipesDockerLaunchError("Creating failed: no such network", image=IMAGE)
     engine = FakeEngine(pipes_job(), create_error=error)
 
     with pytest.raises(PipesDockerLaunchError, match="no such network"):
@@ -771,7 +727,7 @@ def test_run_returns_only_after_the_container_is_removed(
 
     result = run_asset(client_for(engine))
 
-    assert materialization_metadata(result)["n"] == 1
+    assert metadata_of(result)["n"] == 1
     assert engine.live_containers() == []
 
 
@@ -797,7 +753,7 @@ def test_run_metadata_tells_the_engine_view_and_what_the_job_used(
     engine.digests = ["registry.example/team/job@sha256:" + "cd" * 32]
     engine.usage_figures = {"peak_memory_bytes": 52_428_800, "cpu_seconds": 1.25}
 
-    metadata = materialization_metadata(run_asset(client_for(engine)))
+    metadata = metadata_of(run_asset(client_for(engine)))
 
     assert metadata["pipes_docker/image_digest"] == engine.digests[0]
     assert metadata["pipes_docker/engine"] == engine.address
@@ -809,7 +765,7 @@ def test_run_metadata_tells_the_engine_view_and_what_the_job_used(
 def test_an_image_built_locally_has_no_digest_and_none_is_made_up(
     client_for: Callable[..., PipesDockerClient],
 ) -> None:
-    metadata = materialization_metadata(run_asset(client_for(FakeEngine(pipes_job()))))
+    metadata = metadata_of(run_asset(client_for(FakeEngine(pipes_job()))))
 
     assert "pipes_docker/image_digest" not in metadata
     assert not any(key.endswith(("memory_bytes", "cpu_seconds")) for key in metadata)

@@ -18,48 +18,7 @@ from pipes_docker.errors import (
 )
 from pipes_docker.retry import MAX_ATTEMPTS
 
-
-def api_error(status: int, explanation: str) -> docker.errors.APIError:
-    response = requests.Response()
-    response.status_code = status
-    return docker.errors.APIError(explanation, response=response, explanation=explanation)
-
-
-class Script:
-    """Answers calls from a list: an exception is raised, anything else is returned."""
-
-    def __init__(self, *answers: Any) -> None:
-        self.answers = list(answers)
-        self.calls = 0
-        self.kwargs: list[dict[str, Any]] = []
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        self.kwargs.append(kwargs)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer() if callable(answer) else answer
-
-
-class FakeContainer:
-    id = "c0ffee" * 10 + "beef"
-
-    def __init__(self) -> None:
-        self.attrs: dict[str, Any] = {"Image": "sha256:abc", "Config": {"Tty": False}}
-        self.labels: dict[str, str] = {}
-
-
-CREATED = {"Id": FakeContainer.id, "Warnings": []}
-
-
-class FakeDockerClient:
-    def __init__(self, **api: Callable[..., Any]) -> None:
-        methods = {name: staticmethod(method) for name, method in api.items()}
-        api_attrs = {"base_url": "http+docker://fake", "api_version": "1.41", **methods}
-        self.api = type("Api", (), api_attrs)()
-        self.containers = type("Containers", (), {})()
-        self.images = type("Images", (), {})()
+from .docker_fakes import CREATED, FakeDockerClient, FakeDockerContainer, Script, api_error
 
 
 def spec() -> ContainerSpec:
@@ -77,7 +36,7 @@ def test_connection_errors_are_retried_until_the_call_succeeds() -> None:
 
     created = DockerEngine(client).create(spec())  # type: ignore[arg-type]
 
-    assert created.id == FakeContainer.id
+    assert created.id == FakeDockerContainer.id
     assert create.calls == 3
 
 
@@ -87,7 +46,7 @@ def test_an_ssh_channel_refused_for_a_moment_is_retried_like_a_refused_connectio
     client.api.wait = wait  # type: ignore[attr-defined]
     client.api.inspect_container = Script({"State": {}})  # type: ignore[attr-defined]
 
-    exit_ = DockerEngine(client).wait(FakeContainer.id, 1.0)  # type: ignore[arg-type]
+    exit_ = DockerEngine(client).wait(FakeDockerContainer.id, 1.0)  # type: ignore[arg-type]
 
     assert exit_ is not None and exit_.exit_code == 0
     assert wait.calls == 2

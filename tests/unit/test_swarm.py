@@ -8,13 +8,13 @@ import time
 import warnings
 from collections.abc import Mapping
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import orjson
 import pytest
 from dagster import (
     AssetExecutionContext,
-    ExecuteInProcessResult,
     MaterializeResult,
     asset,
     materialize,
@@ -27,43 +27,26 @@ from pipes_docker import (
 )
 from pipes_docker.backend import ContainerFile, JobSpec
 from pipes_docker.demux import LineSink
+from pipes_docker.errors import PipesDockerTimeoutError
 from pipes_docker.launcher import JobLauncher
 from pipes_docker.ownership import HOST_LABEL, MANAGED_LABEL, PID_LABEL, PIDNS_LABEL, pid_namespace
+from pipes_docker.swarm import backend as swarm_backend
 from pipes_docker.swarm.backend import SwarmBackend
-from pipes_docker.swarm.engine import ServiceSpec
+from pipes_docker.swarm.engine import ServiceSpec, TaskStatus
 from pipes_docker.swarm.spec import (
     CONFIG_PART_BYTES,
     service_configs,
     service_name,
 )
+from tests import jobs
+from tests.jobs import error_of, metadata_of
 
 from .swarm_fakes import FakeNode, FakeSwarmEngine, FakeTask, send, swarm_job
 
 WORKER_ONLY = {"constraints": ["node.role==worker"]}
 
 
-def run_asset(
-    client: PipesDockerSwarmClient, *, raise_on_error: bool = True, **run_kwargs: Any
-) -> ExecuteInProcessResult:
-    run_kwargs.setdefault("image", "job:1")
-
-    @asset(name="job")
-    def job(context: AssetExecutionContext, swarm: PipesDockerSwarmClient) -> MaterializeResult:
-        return swarm.run(context=context, **run_kwargs).get_materialize_result()
-
-    return materialize([job], resources={"swarm": client}, raise_on_error=raise_on_error)
-
-
-def metadata_of(result: ExecuteInProcessResult) -> dict[str, Any]:
-    (materialization,) = result.asset_materializations_for_node("job")
-    return {key: value.value for key, value in materialization.metadata.items()}
-
-
-def error_of(result: ExecuteInProcessResult) -> str:
-    (failure,) = [event for event in result.all_events if event.is_step_failure]
-    error = failure.step_failure_data.error
-    assert error is not None
-    return error.to_string()
+run_asset = partial(jobs.run_asset, image="job:1")
 
 
 def assert_nothing_left(engine: FakeSwarmEngine) -> None:
@@ -494,4 +477,54 @@ def test_output_rotated_away_after_the_live_stream_saw_part_of_it_fails_the_run(
     error = error_of(result)
     assert "PipesDockerOutputError" in error
     assert "rotated or dropped output" in error
+    assert_nothing_left(engine)
+
+
+def test_a_stop_ends_within_grace_and_margin_however_slow_the_manager_removes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(swarm_backend, "REMOVAL_MARGIN_SECONDS", 0.5)
+    manager_back = threading.Event()
+
+    class SlowManager(FakeSwarmEngine):
+        """Its task lingers after the service is removed; removing a config hangs."""
+
+        def task_by_id(self, task_id: str) -> TaskStatus | None:
+            return self.only.status()
+
+        def remove_config(self, config_id: str) -> None:
+            manager_back.wait(30)
+            super().remove_config(config_id)
+
+    def job(spec: ServiceSpec, task: FakeTask) -> int:
+        task.stdout("working\n")
+        manager_back.wait(30)
+        return 143
+
+    engine = SlowManager(job)
+    spec = JobSpec(
+        image="job:1",
+        command=None,
+        name="pipes-slow-manager",
+        env={},
+        labels={MANAGED_LABEL: "true"},
+        files=[ContainerFile("/big", b"x" * (CONFIG_PART_BYTES + 1))],
+        stop_grace_seconds=0.5,
+    )
+
+    started = time.monotonic()
+    with pytest.raises(PipesDockerTimeoutError):
+        JobLauncher(SwarmBackend(engine)).run(
+            spec, stdout=LineSink(), stderr=LineSink(), timeout_seconds=0.3
+        )
+    elapsed = time.monotonic() - started
+
+    # The timeout, the grace period and the margin, with room for a slow machine: not the
+    # 30 s the manager would have taken.
+    assert elapsed < 0.3 + 0.5 + 0.5 + 3
+    assert "leaves the rest to the orphan sweep" in caplog.text
+    manager_back.set()
+    deadline = time.monotonic() + 10
+    while engine.live_configs and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert_nothing_left(engine)

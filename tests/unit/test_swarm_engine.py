@@ -9,7 +9,7 @@ from pipes_docker.dockerapi.services import DockerSwarmEngine
 from pipes_docker.errors import PipesDockerEngineError, PipesDockerLaunchError
 from pipes_docker.swarm.engine import ServiceConfig, ServiceSpec
 
-from .test_engine import FakeDockerClient, Script, api_error
+from .docker_fakes import FakeDockerClient, Script, api_error
 
 
 def engine_with(api_version: str = "1.45", **api: Any) -> DockerSwarmEngine:

@@ -25,9 +25,10 @@ from pipes_docker import (
     PipesDockerStreamedChannel,
 )
 from pipes_docker.container.engine import ContainerSpec
+from tests.jobs import metadata_of
 
 from .fakes import FakeContainer, FakeEngine
-from .test_client import materialization_metadata, pipes_context, pipes_job, run_asset, send
+from .test_client import pipes_context, pipes_job, run_asset, send
 
 MakeClient = Callable[..., PipesDockerClient]
 
@@ -48,7 +49,7 @@ def test_a_local_engine_gets_the_mounted_transport(
 
     result = run_asset(client_for(engine, channel=auto(pipes_root)))
 
-    metadata = materialization_metadata(result)
+    metadata = metadata_of(result)
     assert metadata["rows"] == 3
     assert metadata["pipes_docker/transport"] == "mounted"
     assert [m.container_path for m in engine.only.spec.mounts] == ["/dagster-pipes"]
@@ -64,7 +65,7 @@ def test_a_remote_engine_gets_the_streamed_transport_with_no_mounts(
 
     result = run_asset(client_for(engine, channel=auto(pipes_root)))
 
-    metadata = materialization_metadata(result)
+    metadata = metadata_of(result)
     assert metadata["rows"] == 3
     assert metadata["pipes_docker/transport"] == "streamed"
     assert engine.only.spec.mounts == []
@@ -177,7 +178,7 @@ def test_a_mapped_temp_root_uses_the_mounted_transport_with_host_paths(
 
     result = run_asset(client_for(engine, channel=channel))
 
-    metadata = materialization_metadata(result)
+    metadata = metadata_of(result)
     assert metadata["ok"] is True
     assert metadata["pipes_docker/transport"] == "mounted"
     [mount] = engine.only.spec.mounts
@@ -219,7 +220,7 @@ def test_dagsters_own_file_injector_and_reader_on_a_user_volume(
 
     result = run_asset(client)
 
-    metadata = materialization_metadata(result)
+    metadata = metadata_of(result)
     assert metadata["via"] == "user channel"
     assert metadata["pipes_docker/transport"] == "custom"
     assert "job stderr\n" in capfd.readouterr().err
@@ -238,7 +239,7 @@ def test_a_user_reader_alone_gets_the_streamed_context(tmp_path: Path) -> None:
 
     result = run_asset(client, extras={"k": "v"})
 
-    assert materialization_metadata(result)["n"] == 1
+    assert metadata_of(result)["n"] == 1
     assert "data" in decode_param(engine.only.env["DAGSTER_PIPES_CONTEXT"])
     assert decode_param(engine.only.env["DAGSTER_PIPES_MESSAGES"])["path"] == messages_path
 
@@ -261,4 +262,4 @@ def test_streamed_transport_with_a_tty_still_finds_messages(client_for: MakeClie
         client_for(engine, channel=PipesDockerStreamedChannel()), container_kwargs={"tty": True}
     )
 
-    assert materialization_metadata(result)["tty"] == "yes"
+    assert metadata_of(result)["tty"] == "yes"
