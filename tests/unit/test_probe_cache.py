@@ -21,9 +21,10 @@ from pipes_docker.channels.probe_cache import (
     ProbeKey,
     default_cache_dir,
 )
+from tests.jobs import metadata_of as materialization_metadata
 
 from .fakes import FakeEngine
-from .test_client import materialization_metadata, pipes_job, run_asset
+from .test_client import pipes_job, run_asset
 
 MakeClient = Callable[..., PipesDockerClient]
 
