@@ -74,6 +74,10 @@ class ContainerBackend:
     def address(self) -> str:
         return self.engine.address
 
+    @property
+    def engine_source(self) -> str:
+        return self.engine.source
+
     def check_options(self, options: Mapping[str, Any]) -> None:
         check_container_kwargs(options)
 

@@ -82,6 +82,10 @@ class SwarmBackend:
     def address(self) -> str:
         return self.engine.address
 
+    @property
+    def engine_source(self) -> str:
+        return self.engine.source
+
     def check_options(self, options: Mapping[str, Any]) -> None:
         check_service_kwargs(options)
 
