@@ -144,12 +144,10 @@ class DockerConnection:
             yield
         except PipesDockerError:
             raise
-        except requests.exceptions.SSLError as exc:
-            failure = tls_failure(exc)
-            if failure is None:
-                raise self._unreachable(action, exc) from exc
-            raise self._tls_error(failure) from exc
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            failure = tls_failure(exc)  # requests' SSLError is a ConnectionError
+            if failure is not None:
+                raise self._tls_error(failure) from exc
             raise self._unreachable(action, exc) from exc
         except docker.errors.APIError as exc:
             if is_transient_status(exc):
