@@ -14,6 +14,7 @@ from pipes_docker.channels import (
     PipesDockerStreamedChannel,
 )
 from pipes_docker.client import PipesDockerClient
+from pipes_docker.dockerapi.endpoint import PipesDockerTLSConfig
 from pipes_docker.errors import (
     PipesDockerChannelError,
     PipesDockerContainerError,
@@ -60,5 +61,6 @@ __all__ = [
     "PipesDockerStdioMessageReader",
     "PipesDockerStreamedChannel",
     "PipesDockerSwarmClient",
+    "PipesDockerTLSConfig",
     "PipesDockerTimeoutError",
 ]

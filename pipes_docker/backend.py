@@ -218,6 +218,11 @@ class Backend(Protocol):
         """Where the engine (the manager) is, without credentials."""
 
     @property
+    def engine_source(self) -> str:
+        """How the engine was chosen: ``env DOCKER_HOST``, ``context NAME (...)``,
+        ``default socket``, or ``docker_client`` when the user gave the client."""
+
+    @property
     def kind(self) -> str:
         """What a job is here, in words: ``"container"``, ``"Swarm task"``."""
 

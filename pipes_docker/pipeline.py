@@ -286,6 +286,7 @@ class RunPipeline:
             round(outcome.duration_seconds, 3)
         )
         metadata["pipes_docker/engine"] = self.backend.address
+        metadata["pipes_docker/engine_source"] = self.backend.engine_source
         for key, value in (
             ("started_at", outcome.exit.started_at),
             ("finished_at", outcome.exit.finished_at),

@@ -68,6 +68,10 @@ class ContainerBackend:
     def address(self) -> str:
         return self.engine.address
 
+    @property
+    def engine_source(self) -> str:
+        return self.engine.source
+
     def image_id(self, image: str) -> str | None:
         return ensure_image(self.engine, image, self._pull_policy, registry_auth(self._registry))
 

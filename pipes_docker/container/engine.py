@@ -85,6 +85,11 @@ class ContainerEngine(Protocol):
         """Where the engine is, for error messages."""
         ...
 
+    @property
+    def source(self) -> str:
+        """How the engine was chosen (``env DOCKER_HOST``, ``context NAME (...)``, ...)."""
+        ...
+
     def image_id(self, image: str) -> str | None:
         """The id of ``image`` on the engine, or ``None`` when it is not there."""
         ...

@@ -8,8 +8,10 @@ endpoint of a container or a service (``log_stream``).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,7 @@ import requests.exceptions
 import urllib3.exceptions
 
 from pipes_docker.dockerapi import private
+from pipes_docker.dockerapi.endpoint import DockerEndpoint, choose_endpoint, without_credentials
 from pipes_docker.dockerapi.streams import ResponseStream
 from pipes_docker.errors import PipesDockerEngineError, PipesDockerError
 
@@ -28,42 +31,78 @@ __all__ = [
     "explain_api_error",
     "is_read_timeout",
     "is_transient_status",
+    "tls_failure",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class DockerConnection:
     """One engine's docker-py client, its address and the translation of its failures.
 
     Args:
-        client: The docker-py client to use. When ``None``, one is made from the environment
-            (``DOCKER_HOST`` or the local socket) on first use and kept for later runs; making it
+        client: The docker-py client to use. When ``None``, one is made on first use for the
+            engine the ``docker`` CLI would choose (:func:`choose_endpoint`: ``DOCKER_HOST``,
+            else a Docker context, else the local socket) and kept for later runs; making it
             lazily lets a code location load while the engine is down.
     """
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self._client = client
-        self._lock = threading.Lock()
+        self._endpoint: DockerEndpoint | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def endpoint(self) -> DockerEndpoint | None:
+        """The engine chosen from the environment; ``None`` for a client given by the user."""
+        if self._client is not None and self._endpoint is None:
+            return None
+        with self._lock:
+            if self._endpoint is None:
+                self._endpoint = choose_endpoint()
+            return self._endpoint
 
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
+            endpoint = self.endpoint
+            assert endpoint is not None
             with self._lock:
                 if self._client is None:
+                    logger.debug(
+                        "Connecting to the Docker engine at %s (chosen by %s)",
+                        endpoint.address,
+                        endpoint.source,
+                    )
                     try:
-                        self._client = _client_from_env()
+                        self._client = endpoint.connect()
                     except docker.errors.DockerException as exc:
+                        failure = tls_failure(exc)
+                        if failure is not None:
+                            raise self._tls_error(failure) from exc
                         raise PipesDockerEngineError(
-                            f"Cannot reach the Docker engine at {_env_address()}: {exc}."
-                            " Is the daemon running, and does DOCKER_HOST point at it?",
+                            f"Cannot reach the Docker engine at {endpoint.address}"
+                            f" ({endpoint.source}): {exc}. Is the daemon running, and is it"
+                            " the engine you meant (DOCKER_HOST, DOCKER_CONTEXT,"
+                            " `docker context use`)?",
                             transient=True,
                         ) from exc
         return self._client
 
     @property
+    def source(self) -> str:
+        """How the engine was chosen: ``env DOCKER_HOST``, ``context NAME (...)``,
+        ``default socket``, or ``docker_client`` (a client given by the user)."""
+        endpoint = self.endpoint
+        return endpoint.source if endpoint is not None else "docker_client"
+
+    @property
     def address(self) -> str:
         """Where the engine is, without credentials: ``unix:///...``, ``tcp://...``, ``ssh://...``."""
         if self._client is None:
-            return _without_credentials(_env_address())
+            endpoint = self.endpoint
+            assert endpoint is not None
+            return endpoint.address
         api = self._client.api
         base_url = str(api.base_url)
         try:
@@ -73,9 +112,24 @@ class DockerConnection:
         if getattr(adapter, "socket_path", None):
             return f"unix://{adapter.socket_path}"
         if getattr(adapter, "ssh_host", None):
-            return _without_credentials(f"ssh://{adapter.ssh_host}")
-        return _without_credentials(
+            return without_credentials(f"ssh://{adapter.ssh_host}")
+        return without_credentials(
             base_url.replace("https://", "tcp://").replace("http://", "tcp://")
+        )
+
+    def _tls_error(self, failure: ssl.SSLError) -> PipesDockerEngineError:
+        """Not transient: a certificate that did not verify will not verify on a retry."""
+        endpoint = self.endpoint
+        if endpoint is not None:
+            where = f"{self.address} ({endpoint.source})"
+            cert_dir = endpoint.tls.cert_dir if endpoint.tls is not None else "(no TLS material)"
+        else:
+            where = f"{self.address} (docker_client)"
+            verify = getattr(self._client.api, "verify", None) if self._client else None
+            cert_dir = os.path.dirname(verify) if isinstance(verify, str) else "(the client's)"
+        return PipesDockerEngineError(
+            f"TLS with the Docker engine at {where} failed, cert dir {cert_dir}:"
+            f" {describe_tls_failure(failure)}"
         )
 
     @contextmanager
@@ -91,6 +145,9 @@ class DockerConnection:
         except PipesDockerError:
             raise
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            failure = tls_failure(exc)  # requests' SSLError is a ConnectionError
+            if failure is not None:
+                raise self._tls_error(failure) from exc
             raise self._unreachable(action, exc) from exc
         except docker.errors.APIError as exc:
             if is_transient_status(exc):
@@ -108,7 +165,7 @@ class DockerConnection:
     def _unreachable(self, action: str, exc: BaseException) -> PipesDockerEngineError:
         return PipesDockerEngineError(
             f"Cannot reach the Docker engine at {self.address} while {action}:"
-            f" {exc}. Is the daemon running, and does DOCKER_HOST point at it?",
+            f" {exc}. Is the daemon running, and is it the engine you meant?",
             transient=True,
         )
 
@@ -167,35 +224,43 @@ def is_read_timeout(exc: BaseException) -> bool:
     return False
 
 
+def tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The ``ssl.SSLError`` behind ``exc`` (docker-py and requests wrap it), if any."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        reason = pending.pop()
+        if id(reason) in seen:
+            continue
+        seen.add(id(reason))
+        if isinstance(reason, ssl.SSLError):
+            return reason
+        pending.extend(arg for arg in reason.args if isinstance(arg, BaseException))
+        pending.extend(r for r in (reason.__cause__, reason.__context__) if r is not None)
+        inner = getattr(reason, "reason", None)  # urllib3's MaxRetryError
+        if isinstance(inner, BaseException):
+            pending.append(inner)
+    return None
+
+
+def describe_tls_failure(failure: ssl.SSLError) -> str:
+    """What did not verify, in words, and what to check."""
+    if isinstance(failure, ssl.SSLCertVerificationError):
+        return (
+            f"the engine's certificate did not verify ({failure.verify_message}). Check that"
+            " ca.pem is the CA that signed the engine's certificate, that the certificate has"
+            " not expired and names the host you connect to. (REQUESTS_CA_BUNDLE and"
+            " CURL_CA_BUNDLE are not used for the engine.)"
+        )
+    reason = failure.reason or str(failure)
+    return (
+        f"the engine refused the handshake ({reason}): it did not accept the client"
+        " certificate (cert.pem, key.pem), or wants one. Check that it is signed by a CA the"
+        " engine trusts (its --tlscacert) and has not expired."
+    )
+
+
 def _is_ssh_transport_failure(exc: BaseException) -> bool:
     """A failure of docker-py's ssh transport (paramiko), e.g. sshd refusing a channel for a
     moment under load: the engine could not be reached, which may pass."""
     return type(exc).__module__.startswith("paramiko.")
-
-
-def _client_from_env() -> docker.DockerClient:
-    """``docker.from_env()``, with the TLS trap of requests closed.
-
-    With ``DOCKER_TLS_VERIFY`` docker-py verifies the engine against ``DOCKER_CERT_PATH/ca.pem``
-    by setting it on its HTTP session, but requests lets ``REQUESTS_CA_BUNDLE`` and
-    ``CURL_CA_BUNDLE`` override a session's CA: verification then fails against the engine's
-    private CA. The engine connection needs nothing else from the environment, so the session
-    stops reading it.
-    """
-    client = docker.from_env()
-    if os.environ.get("DOCKER_TLS_VERIFY"):
-        client.api.trust_env = False
-    return client
-
-
-def _without_credentials(address: str) -> str:
-    """``ssh://user:secret@host`` -> ``ssh://host``: addresses go into errors and metadata."""
-    scheme, sep, rest = address.partition("://")
-    if not sep:
-        return address
-    authority, slash, path = rest.partition("/")
-    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
-
-
-def _env_address() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"

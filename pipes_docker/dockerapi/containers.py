@@ -71,6 +71,11 @@ class DockerEngine:
         """Where the engine is, without credentials: ``unix:///...``, ``tcp://...``, ``ssh://...``."""
         return self._connection.address
 
+    @property
+    def source(self) -> str:
+        """How the engine was chosen (see :attr:`DockerConnection.source`)."""
+        return self._connection.source
+
     @retry_transient_engine_errors
     def image_id(self, image: str) -> str | None:
         with self._connection.translate(f"inspecting image {image!r}"):

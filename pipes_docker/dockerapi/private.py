@@ -97,6 +97,16 @@ def attach_socket(raw: Any) -> Any:
     return raw if hasattr(raw, "recv") else getattr(raw, "_sock", None)
 
 
+def attach_response(raw: Any) -> Any:
+    """The HTTP response docker-py keeps on what ``APIClient.attach_socket`` returned, or ``None``.
+
+    Why private: on a TLS engine docker-py returns the SSL socket itself, and its ``close()``
+    leaves the descriptor open while the response's reader still refers to it (the socket's
+    io refs); only closing that response frees it. docker-py keeps it as ``sock._response``.
+    """
+    return getattr(raw, "_response", None)
+
+
 def response_socket(response: Any) -> Any:
     """The socket under a streamed ``requests`` response, or ``None`` when it cannot be found.
 

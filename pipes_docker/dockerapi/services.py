@@ -52,6 +52,10 @@ class DockerSwarmEngine:
     def address(self) -> str:
         return self._connection.address
 
+    @property
+    def source(self) -> str:
+        return self._connection.source
+
     @retry_transient_engine_errors
     def service_mode(self) -> str:
         if self._mode is None:

@@ -50,6 +50,10 @@ class SocketStream:
             if closable is not None:
                 with contextlib.suppress(OSError, EOFError):
                     closable.close()
+        response = private.attach_response(self._raw)
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.close()
 
 
 class ResponseStream:

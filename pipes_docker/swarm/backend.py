@@ -79,6 +79,10 @@ class SwarmBackend:
     def address(self) -> str:
         return self.engine.address
 
+    @property
+    def engine_source(self) -> str:
+        return self.engine.source
+
     def image_id(self, image: str) -> str | None:
         return None  # the node that runs the task pulls the image itself
 

@@ -103,6 +103,10 @@ class SwarmEngine(Protocol):
     def address(self) -> str:
         """Where the manager is, without credentials."""
 
+    @property
+    def source(self) -> str:
+        """How the manager was chosen (``env DOCKER_HOST``, ``context NAME (...)``, ...)."""
+
     def service_mode(self) -> str:
         """How a job runs here: ``"replicated-job"``, or ``"replicated"`` on older managers.
 

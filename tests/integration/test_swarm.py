@@ -335,3 +335,37 @@ def test_an_engine_that_is_no_swarm_manager_fails_at_once_saying_so(
     assert not run.success
     assert "is not a Swarm manager" in run.error
     assert "PipesDockerEngineError" in run.error
+
+
+def test_a_docker_context_chooses_the_swarm_manager(
+    swarm: SwarmCluster,
+    run_asset: RunAsset,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The Swarm client makes its engine connection as the container client does (one
+    # DockerConnection): a context chosen by DOCKER_CONTEXT reaches the manager.
+    for name in ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    created = subprocess.run(
+        ["docker", "context", "create", "swarm-manager", "--docker", f"host={swarm.manager_url}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    monkeypatch.setenv("DOCKER_CONTEXT", "swarm-manager")
+    client = PipesDockerSwarmClient(
+        service_kwargs={
+            "constraints": [f"node.hostname=={swarm.worker_hostname}"],
+            "networks": ["host"],
+        },
+        schedule_timeout_seconds=20,
+    )
+
+    run = run_asset(client, PIPES_JOB)
+
+    assert run.success, run.error
+    assert run.metadata["pipes_docker/node"] == swarm.worker_hostname
+    assert run.metadata["pipes_docker/engine"] == swarm.manager_url
+    assert run.metadata["pipes_docker/engine_source"] == "context swarm-manager (DOCKER_CONTEXT)"
+    assert_nothing_left(swarm)

@@ -229,6 +229,7 @@ class FakeEngine:
         self.behaviour_errors: list[BaseException] = []
         # Unique per engine: probe results are cached per engine address.
         self.address = f"fake://engine-{next(_engine_numbers)}"
+        self.source = "context fake (DOCKER_CONTEXT)"
         self.shares_filesystem = shares_filesystem
         self.host_root = host_root
         self.probes = 0

@@ -211,6 +211,10 @@ class FakeSwarmEngine:
     def address(self) -> str:
         return "unix:///fake/swarm-manager.sock"
 
+    @property
+    def source(self) -> str:
+        return "docker_client"
+
     def service_mode(self) -> str:
         return "replicated-job"
 

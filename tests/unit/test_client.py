@@ -757,6 +757,7 @@ def test_run_metadata_tells_the_engine_view_and_what_the_job_used(
 
     assert metadata["pipes_docker/image_digest"] == engine.digests[0]
     assert metadata["pipes_docker/engine"] == engine.address
+    assert metadata["pipes_docker/engine_source"] == "context fake (DOCKER_CONTEXT)"
     assert metadata["pipes_docker/peak_memory_bytes"] == 52_428_800
     assert metadata["pipes_docker/cpu_seconds"] == 1.25
     assert "pipes_docker/read_bytes" not in metadata  # not reported: left out, not faked

@@ -195,3 +195,15 @@ def test_the_socket_under_an_attach_wrapper_is_found() -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+def test_docker_py_keeps_the_attach_response_on_the_socket_it_returns() -> None:
+    # private.attach_response reads it: on TLS engines closing it is what frees the socket.
+    source = inspect.getsource(docker.APIClient._get_raw_response_socket)
+    assert "sock._response = response" in source
+
+    class Raw:
+        _response = "the response"
+
+    assert private.attach_response(Raw()) == "the response"
+    assert private.attach_response(object()) is None
