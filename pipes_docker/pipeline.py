@@ -28,7 +28,7 @@ from pipes_docker.backend import Backend, ContainerFile, JobSpec
 from pipes_docker.channels import PipesDockerChannel
 from pipes_docker.demux import TAIL_LINES, full_tail, output_tail
 from pipes_docker.environment import inject_dagster_pipes, merge_env
-from pipes_docker.errors import PipesDockerContainerError
+from pipes_docker.errors import PipesDockerContainerError, job_failure
 from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import JobLauncher, JobOutcome, Removal, awaited_removals
 from pipes_docker.ownership import job_name, labels_for
@@ -159,7 +159,7 @@ class RunPipeline:
             else self.backend.open_channel(self._channel, image=image, warn=context.log.warning)
         )
         with (
-            legacy_jobs_noted_at_info(context),
+            legacy_jobs_noted_at_info(context) as note,
             channel_cm as channel,
             open_pipes_session(
                 context=op_context(context),
@@ -201,6 +201,7 @@ class RunPipeline:
                 ),
             )
             if adoption is not None:
+                note.job_ran()
                 self._reattach.adopted(context, adoption)
             with (
                 output_sinks(
@@ -217,7 +218,7 @@ class RunPipeline:
                     on_interrupt=interrupt_logger(context, f"the {self.backend.kind}"),
                     graceful_stop=settings.forward_termination,
                     remove_in_background=True,
-                    on_started=(
+                    on_started=note.on_started(
                         self._reattach.recorder(context, channel.launch_record)
                         if settings.reattach
                         else None
@@ -228,7 +229,7 @@ class RunPipeline:
                     removals.append(outcome.removal)
             if outcome.exit.exit_code != 0:
                 tail, tail_stream = output_tail(stdout_sink, stderr_sink, TAIL_LINES)
-                error = PipesDockerContainerError(
+                error = job_failure(
                     image=image,
                     target=outcome.target,
                     exit_code=outcome.exit.exit_code,
@@ -238,6 +239,7 @@ class RunPipeline:
                     tail_stream=tail_stream,
                     engine_error=outcome.exit.error,
                 )
+                note.job_ran(isinstance(error, PipesDockerContainerError))
                 more = full_tail(stdout_sink, stderr_sink, tail_stream, len(tail))
                 if more:
                     error.add_note(more)

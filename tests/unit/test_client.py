@@ -813,3 +813,52 @@ def test_an_image_built_locally_has_no_digest_and_none_is_made_up(
 
     assert "pipes_docker/image_digest" not in metadata
     assert not any(key.endswith(("memory_bytes", "cpu_seconds")) for key in metadata)
+
+
+def test_a_program_missing_from_the_image_is_a_launch_error_not_a_job_failure(
+    client_for: Callable[..., PipesDockerClient], instance: DagsterInstance
+) -> None:
+    # With init=True (the default) docker-init reports the failed exec and exits 127.
+    def missing(spec: ContainerSpec, box: FakeContainer) -> int:
+        box.stderr("[FATAL tini (7)] exec /no/such/binary failed: No such file or directory\n")
+        return 127
+
+    result = run_asset(
+        client_for(FakeEngine(missing)), instance=instance, raise_on_error=False,
+        command=["/no/such/binary"],
+    )
+
+    error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+    assert error is not None
+    assert error.cause is not None
+    assert error.cause.cls_name == "PipesDockerLaunchError"
+    assert "/no/such/binary: No such file or directory" in error.cause.message
+    assert "Check the command" in error.cause.message
+    infos = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert not any("does not speak Pipes" in message for message in infos)
+    assert any("the job never ran" in message for message in infos)
+
+
+def test_a_job_whose_own_shell_exits_127_is_still_a_job_failure(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    def script(spec: ContainerSpec, box: FakeContainer) -> int:
+        box.stderr("sh: 1: frobnicate: not found\n")
+        return 127
+
+    with pytest.raises(PipesDockerContainerError, match="code 127"):
+        run_asset(client_for(FakeEngine(script)))
+
+
+def test_a_run_that_never_created_its_job_does_not_blame_pipes(
+    client_for: Callable[..., PipesDockerClient], instance: DagsterInstance
+) -> None:
+    error = PipesDockerLaunchError("Creating failed: bad mem_limit", image=IMAGE)
+    engine = FakeEngine(pipes_job(), create_error=error)
+
+    result = run_asset(client_for(engine), instance=instance, raise_on_error=False)
+
+    assert not result.success
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert not any("does not speak Pipes" in message for message in messages)
+    assert any("the job never ran" in message for message in messages)

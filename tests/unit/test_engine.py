@@ -283,3 +283,18 @@ def test_copy_files_sends_one_tar_with_parent_dirs() -> None:
         }
         extracted = archive.extractfile("a/b/c.json")
         assert extracted is not None and extracted.read() == b"{}"
+
+
+def test_a_bad_container_kwargs_value_is_a_launch_error_naming_what_to_fix() -> None:
+    # docker-py converts mem_limit before any request: "lots" fails there, not at the engine,
+    # so a client whose socket does not exist shows it.
+    client = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
+    engine = DockerEngine(client)
+    bad = ContainerSpec(
+        image="job:1", name="pipes-x", command=None, env={}, labels={}, options={"mem_limit": "lots"}
+    )
+
+    with pytest.raises(PipesDockerLaunchError, match="container_kwargs") as raised:
+        engine.create(bad)
+
+    assert "lots" in str(raised.value)
