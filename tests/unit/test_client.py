@@ -824,7 +824,9 @@ def test_a_program_missing_from_the_image_is_a_launch_error_not_a_job_failure(
         return 127
 
     result = run_asset(
-        client_for(FakeEngine(missing)), instance=instance, raise_on_error=False,
+        client_for(FakeEngine(missing)),
+        instance=instance,
+        raise_on_error=False,
         command=["/no/such/binary"],
     )
 

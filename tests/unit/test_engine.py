@@ -291,7 +291,12 @@ def test_a_bad_container_kwargs_value_is_a_launch_error_naming_what_to_fix() -> 
     client = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
     engine = DockerEngine(client)
     bad = ContainerSpec(
-        image="job:1", name="pipes-x", command=None, env={}, labels={}, options={"mem_limit": "lots"}
+        image="job:1",
+        name="pipes-x",
+        command=None,
+        env={},
+        labels={},
+        options={"mem_limit": "lots"},
     )
 
     with pytest.raises(PipesDockerLaunchError, match="container_kwargs") as raised:
