@@ -16,6 +16,7 @@ from pipes_docker.channels import (
 from pipes_docker.client import PipesDockerClient
 from pipes_docker.errors import (
     PipesDockerChannelError,
+    PipesDockerConfigError,
     PipesDockerContainerError,
     PipesDockerEngineError,
     PipesDockerError,
@@ -38,6 +39,7 @@ __all__ = [
     "PipesDockerChannel",
     "PipesDockerChannelError",
     "PipesDockerClient",
+    "PipesDockerConfigError",
     "PipesDockerContainerError",
     "PipesDockerCustomChannel",
     "PipesDockerEngineError",

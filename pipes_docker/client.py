@@ -22,6 +22,7 @@ from pipes_docker.channels import PipesDockerAutoChannel, PipesDockerChannel, ch
 from pipes_docker.container.backend import ContainerBackend
 from pipes_docker.container.engine import ContainerEngine
 from pipes_docker.dockerapi.containers import DockerEngine
+from pipes_docker.errors import PipesDockerConfigError
 from pipes_docker.images import PullPolicy, check_pull_policy
 from pipes_docker.ownership import sweep
 from pipes_docker.pipeline import RunPipeline, RunSettings
@@ -104,7 +105,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         engine: ContainerEngine | None = None,
     ) -> None:
         if engine is not None and docker_client is not None:
-            raise ValueError("Pass docker_client or engine, not both.")
+            raise PipesDockerConfigError("Pass docker_client or engine, not both.")
         self._engine: ContainerEngine = engine or DockerEngine(docker_client)
         self._pipeline = RunPipeline(
             ContainerBackend(

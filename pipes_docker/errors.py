@@ -19,6 +19,7 @@ from pipes_docker.backend import RunTarget
 
 __all__ = [
     "PipesDockerChannelError",
+    "PipesDockerConfigError",
     "PipesDockerContainerError",
     "PipesDockerEngineError",
     "PipesDockerError",
@@ -32,6 +33,11 @@ __all__ = [
 
 class PipesDockerError(DagsterPipesExecutionError):
     """Root of every error pipes-docker raises."""
+
+
+class PipesDockerConfigError(PipesDockerError, ValueError):
+    """An argument of the client or of a run is wrong: a reserved or invalid keyword, an
+    unknown pull policy, an ``EnvVar`` whose variable is not set. Also a ``ValueError``."""
 
 
 class PipesDockerReporterError(PipesDockerError):

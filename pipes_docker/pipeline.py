@@ -27,7 +27,7 @@ from dagster_pipes import PipesExtras
 from pipes_docker.backend import Backend, ContainerFile, JobSpec
 from pipes_docker.channels import PipesDockerChannel
 from pipes_docker.demux import TAIL_LINES, full_tail, output_tail
-from pipes_docker.environment import inject_dagster_pipes, merge_env
+from pipes_docker.environment import inject_dagster_pipes, merge_env, resolve_env_vars
 from pipes_docker.errors import PipesDockerContainerError, job_failure
 from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import JobLauncher, JobOutcome, Removal, awaited_removals
@@ -107,8 +107,12 @@ class RunPipeline:
         self.backend.check_options(run_options)
         merged = self.backend.merge_options(self._settings.options, run_options)
         with sigterm_unwinds():
+            env_layers: list[Mapping[str, str]] = [
+                resolve_env_vars(self._settings.env, "the client's env"),
+                resolve_env_vars(self.backend.pop_env(merged), "the environment keyword"),
+                resolve_env_vars(env or {}, "env"),
+            ]
             image_id = self.backend.image_id(image)
-            env_layers = [self._settings.env, self.backend.pop_env(merged), dict(env or {})]
             files: list[ContainerFile] = []
             if inject_pipes:
                 injected = inject_dagster_pipes(self.backend.image_env(image), env_layers)

@@ -35,7 +35,7 @@ from pipes_docker.backend import Mount
 from pipes_docker.channels.base import OpenChannel, PipesDockerChannel, ReattachedContextInjector
 from pipes_docker.channels.probe import ProbeResult, probe_shared_dir
 from pipes_docker.container.engine import ContainerEngine
-from pipes_docker.errors import PipesDockerChannelError
+from pipes_docker.errors import PipesDockerChannelError, PipesDockerConfigError
 from pipes_docker.reader import PipesDockerFileMessageReader
 
 __all__ = ["PipesDockerFileContextInjector", "PipesDockerMountedChannel"]
@@ -103,12 +103,14 @@ class PipesDockerMountedChannel(PipesDockerChannel):
         poll_interval: float = 0.05,
     ) -> None:
         if not os.path.isabs(mount_path):
-            raise ValueError(f"mount_path must be an absolute path, got {mount_path!r}")
+            raise PipesDockerConfigError(f"mount_path must be an absolute path, got {mount_path!r}")
         if host_temp_dir_root is not None:
             if temp_dir_root is None:
-                raise ValueError("host_temp_dir_root needs temp_dir_root: the dir it backs")
+                raise PipesDockerConfigError(
+                    "host_temp_dir_root needs temp_dir_root: the dir it backs"
+                )
             if not os.path.isabs(host_temp_dir_root):
-                raise ValueError(
+                raise PipesDockerConfigError(
                     f"host_temp_dir_root must be an absolute path, got {host_temp_dir_root!r}"
                 )
         self._temp_dir_root = temp_dir_root

@@ -8,6 +8,7 @@ from typing import Any
 from pipes_docker.backend import JobSpec
 from pipes_docker.container.engine import ContainerSpec
 from pipes_docker.environment import environment_dict
+from pipes_docker.errors import PipesDockerConfigError
 
 __all__ = [
     "check_container_kwargs",
@@ -24,7 +25,7 @@ _RESERVED_KWARGS = frozenset(
 def check_container_kwargs(kwargs: Mapping[str, Any]) -> None:
     reserved = sorted(_RESERVED_KWARGS & set(kwargs))
     if reserved:
-        raise ValueError(
+        raise PipesDockerConfigError(
             f"container_kwargs may not set {', '.join(reserved)}: pipes-docker controls"
             " these to attach to, wait for and remove the container. Pass image and command"
             " to run() instead."

@@ -20,6 +20,7 @@ from dagster_pipes import PipesExtras
 
 from pipes_docker.channels import PipesDockerChannel, PipesDockerStreamedChannel, choose_channel
 from pipes_docker.dockerapi.services import DockerSwarmEngine
+from pipes_docker.errors import PipesDockerConfigError
 from pipes_docker.ownership import sweep
 from pipes_docker.pipeline import RunPipeline, RunSettings
 from pipes_docker.swarm.backend import SwarmBackend
@@ -101,7 +102,7 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
         engine: SwarmEngine | None = None,
     ) -> None:
         if engine is not None and docker_client is not None:
-            raise ValueError("Pass docker_client or engine, not both.")
+            raise PipesDockerConfigError("Pass docker_client or engine, not both.")
         self._engine: SwarmEngine = engine or DockerSwarmEngine(docker_client)
         self._pipeline = RunPipeline(
             SwarmBackend(self._engine, schedule_timeout_seconds=schedule_timeout_seconds),

@@ -13,6 +13,7 @@ from typing import Any
 
 from pipes_docker.backend import ContainerFile
 from pipes_docker.environment import environment_dict
+from pipes_docker.errors import PipesDockerConfigError
 from pipes_docker.ownership import LABEL_PREFIX
 from pipes_docker.swarm.engine import ServiceConfig
 
@@ -40,7 +41,7 @@ _NAME_LIMIT = 63
 def check_service_kwargs(kwargs: Mapping[str, Any]) -> None:
     reserved = sorted(_RESERVED_KWARGS & set(kwargs))
     if reserved:
-        raise ValueError(
+        raise PipesDockerConfigError(
             f"service_kwargs may not set {', '.join(reserved)}: pipes-docker runs every job as a"
             " replicated-job service of one task that is never restarted. Pass image and command"
             " to run() instead."

@@ -22,6 +22,7 @@ import pytest
 from dagster import (
     AssetExecutionContext,
     DagsterInstance,
+    EnvVar,
     ExecuteInProcessResult,
     MaterializeResult,
     asset,
@@ -32,6 +33,7 @@ from dagster_pipes import decode_param
 from pipes_docker import (
     MANAGED_LABEL,
     PipesDockerClient,
+    PipesDockerConfigError,
     PipesDockerContainerError,
     PipesDockerEngineError,
     PipesDockerImageError,
@@ -864,3 +866,38 @@ def test_a_run_that_never_created_its_job_does_not_blame_pipes(
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert not any("does not speak Pipes" in message for message in messages)
     assert any("the job never ran" in message for message in messages)
+
+
+def test_envvar_values_are_resolved_in_the_run_on_client_run_and_kwargs(
+    client_for: Callable[..., PipesDockerClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIP_CLIENT", "from-client")
+    monkeypatch.setenv("TRIP_RUN", "from-run")
+    monkeypatch.setenv("TRIP_KWARGS", "from-kwargs")
+    engine = FakeEngine(pipes_job())
+    client = client_for(
+        engine,
+        env={"A": EnvVar("TRIP_CLIENT")},
+        container_kwargs={"environment": {"C": EnvVar("TRIP_KWARGS")}},
+    )
+
+    result = run_asset(client, env={"B": EnvVar("TRIP_RUN")})
+
+    assert result.success
+    env = engine.only.env
+    assert (env["A"], env["B"], env["C"]) == ("from-client", "from-run", "from-kwargs")
+
+
+@pytest.mark.parametrize("on", ["client", "run"])
+def test_an_envvar_whose_variable_is_unset_fails_naming_the_key_and_variable(
+    client_for: Callable[..., PipesDockerClient], on: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TRIP_UNSET", raising=False)
+    engine = FakeEngine(pipes_job())
+    env = {"SECRET": EnvVar("TRIP_UNSET")}
+    client = client_for(engine, env=env if on == "client" else None)
+
+    with pytest.raises(PipesDockerConfigError, match=r"\['SECRET'\] is EnvVar\('TRIP_UNSET'\)"):
+        run_asset(client, env=env if on == "run" else None)
+
+    assert engine.containers == {}
