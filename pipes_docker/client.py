@@ -54,19 +54,23 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
     Args:
         docker_client: The docker-py client to use. By default one is made from the environment
             (``DOCKER_HOST`` or the local socket) on the first run and reused after.
-        env: Environment variables for every run's container.
+        env: Environment variables for every run's container. A ``dagster.EnvVar`` value is
+            read from the environment of the process that runs the step, when the run starts.
         forward_stdio: Whether to forward the container's stdout/stderr to the orchestrator's.
         container_kwargs: docker-py ``containers.create`` keywords for every run (``user``,
             ``mem_limit``, ``network_mode``, ...); a run's own ``container_kwargs`` win.
         pull_policy: ``"if_not_present"`` pulls a missing image, ``"always"`` pulls before every
             run, ``"never"`` fails at once when the image is missing.
-        registry: Credentials for pulls: ``{"url", "username", "password"}``. Never logged.
+        registry: Credentials for pulls: ``{"url", "username", "password"}`` (values may be
+            ``dagster.EnvVar``); a run's own ``registry`` wins. Never logged.
         log_dir: When set, each run keeps its container's output in
             ``{log_dir}/{container name}/stdout.log`` and ``stderr.log``.
         forward_termination: When the run is interrupted (Dagster terminates it, or the
             orchestrator gets SIGTERM/SIGINT), whether the container gets SIGTERM and
-            ``termination_timeout_seconds`` to exit before SIGKILL. When ``False`` it is killed at
-            once. Either way its output so far is read and it is removed.
+            ``termination_timeout_seconds`` to exit before SIGKILL. When ``False`` it is
+            stopped with no grace period: the engine still sends SIGTERM first, then SIGKILL at
+            once, so a SIGTERM handler may start but is not waited for. Either way its output so
+            far is read and it is removed.
         termination_timeout_seconds: How long a stopped container gets between SIGTERM and
             SIGKILL (also after ``timeout_seconds``).
         channel: How context and messages travel. Defaults to
@@ -88,19 +92,20 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
 
     def __init__(
         self,
+        # The first four may be positional, in dagster-docker's order, so its users' code runs.
+        env: Mapping[str, str] | None = None,
+        registry: Mapping[str, str] | None = None,
+        context_injector: PipesContextInjector | None = None,
+        message_reader: PipesMessageReader | None = None,
         *,
         docker_client: docker.DockerClient | None = None,
-        env: Mapping[str, str] | None = None,
         forward_stdio: bool = True,
         container_kwargs: Mapping[str, Any] | None = None,
         pull_policy: PullPolicy = "if_not_present",
-        registry: Mapping[str, str] | None = None,
         log_dir: str | None = None,
         forward_termination: bool = True,
         termination_timeout_seconds: float = 20.0,
         channel: PipesDockerChannel | None = None,
-        context_injector: PipesContextInjector | None = None,
-        message_reader: PipesMessageReader | None = None,
         reattach: bool = True,
         engine: ContainerEngine | None = None,
     ) -> None:
@@ -145,6 +150,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         timeout_seconds: float | None = None,
         inject_pipes: bool = False,
         inject_reporter: bool = False,
+        registry: Mapping[str, str] | None = None,
     ) -> PipesClientCompletedInvocation:
         """Run ``image`` in a container as a Pipes session and wait for it to end.
 
@@ -169,6 +175,8 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 and this run's context are copied into the job, and the command's directory is
                 put first on its ``PATH``. Needs only ``sh``, ``sed``, ``od`` and ``tr`` (dash
                 and coreutils, or BusyBox).
+            registry: Credentials for this run's pull (``{"url", "username", "password"}``),
+                instead of the client's ``registry``. Never logged.
 
         Returns:
             The completed invocation: ``get_materialize_result()``, ``get_results()`` and
@@ -194,6 +202,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             timeout_seconds=timeout_seconds,
             inject_pipes=inject_pipes,
             inject_reporter=inject_reporter,
+            registry=registry,
         )
 
     def remove_orphans(self, *, older_than: timedelta = timedelta(hours=6)) -> list[str]:

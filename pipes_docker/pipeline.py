@@ -102,6 +102,7 @@ class RunPipeline:
         timeout_seconds: float | None,
         inject_pipes: bool = False,
         inject_reporter: bool = False,
+        registry: Mapping[str, str] | None = None,
     ) -> PipesClientCompletedInvocation:
         run_options = dict(options or {})
         self.backend.check_options(run_options)
@@ -112,7 +113,7 @@ class RunPipeline:
                 resolve_env_vars(self.backend.pop_env(merged), "the environment keyword"),
                 resolve_env_vars(env or {}, "env"),
             ]
-            image_id = self.backend.image_id(image)
+            image_id = self.backend.image_id(image, registry)
             files: list[ContainerFile] = []
             if inject_pipes:
                 injected = inject_dagster_pipes(self.backend.image_env(image), env_layers)

@@ -93,7 +93,7 @@ class SwarmBackend:
     def pop_env(self, options: dict[str, Any]) -> Mapping[str, str]:
         return environment_dict(options.pop("env", None) or {})
 
-    def image_id(self, image: str) -> str | None:
+    def image_id(self, image: str, registry: Mapping[str, str] | None = None) -> str | None:
         return None  # the node that runs the task pulls the image itself
 
     def image_env(self, image: str) -> Mapping[str, str]:

@@ -67,7 +67,8 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
             ``{log_dir}/{service name}/stdout.log`` and ``stderr.log``.
         forward_termination: When the run is interrupted or times out, whether the task gets
             SIGTERM and ``termination_timeout_seconds`` to exit before SIGKILL; when ``False``
-            it gets SIGKILL at once.
+            the grace period is 0: SIGTERM, then SIGKILL at once (a SIGTERM handler may start
+            but is not waited for).
         termination_timeout_seconds: The task's stop grace period.
         schedule_timeout_seconds: How long a task may take to start running (being scheduled,
             and its node pulling the image) before the run fails with the scheduler's reason.

@@ -25,6 +25,7 @@ from dagster import (
     EnvVar,
     ExecuteInProcessResult,
     MaterializeResult,
+    PipesEnvContextInjector,
     asset,
     materialize,
 )
@@ -901,3 +902,43 @@ def test_an_envvar_whose_variable_is_unset_fails_naming_the_key_and_variable(
         run_asset(client, env=env if on == "run" else None)
 
     assert engine.containers == {}
+
+
+# -- a drop-in for dagster-docker's PipesDockerClient ------------------------------------------
+
+
+def test_dagster_dockers_positional_constructor_arguments_keep_their_meaning(
+    pipes_root: Path,
+) -> None:
+    # dagster-docker: PipesDockerClient(env, registry, context_injector, message_reader).
+    engine = FakeEngine(pipes_job(), image_present=False)
+    registry = {"url": "registry.example", "username": "u", "password": "client-secret"}
+    injector = PipesEnvContextInjector()
+    client = PipesDockerClient({"A": "client"}, registry, injector, None, engine=engine)
+
+    result = run_asset(client)
+
+    assert result.success
+    assert engine.only.env["A"] == "client"
+    assert engine.pull_auths == [
+        {"username": "u", "password": "client-secret", "serveraddress": "registry.example"}
+    ]
+
+
+def test_a_runs_registry_is_used_for_its_pull_over_the_clients(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job())
+    client = client_for(
+        engine,
+        registry={"url": "r.example", "username": "c", "password": "client-secret"},
+        pull_policy="always",
+    )
+
+    run_asset(client, registry={"url": "r.example", "username": "r", "password": "run-secret"})
+    run_asset(client)
+
+    assert [auth["password"] if auth else None for auth in engine.pull_auths] == [
+        "run-secret",
+        "client-secret",
+    ]
