@@ -52,6 +52,11 @@ class DockerConnection:
                     try:
                         self._client = _client_from_env()
                     except docker.errors.DockerException as exc:
+                        if _needs_paramiko(exc):
+                            raise PipesDockerEngineError(
+                                f"The Docker engine at {_env_address()} is reached over ssh,"
+                                " which needs paramiko: pip install \"pipes-docker[ssh]\"."
+                            ) from exc
                         raise PipesDockerEngineError(
                             f"Cannot reach the Docker engine at {_env_address()}: {exc}."
                             " Is the daemon running, and does DOCKER_HOST point at it?",
@@ -165,6 +170,11 @@ def is_read_timeout(exc: BaseException) -> bool:
         if reason is exc:
             break
     return False
+
+
+def _needs_paramiko(exc: BaseException) -> bool:
+    """docker-py's ssh:// transport without paramiko installed: no retry will install it."""
+    return "paramiko" in str(exc)
 
 
 def _is_ssh_transport_failure(exc: BaseException) -> bool:

@@ -1,8 +1,10 @@
 """DockerEngine against a fake docker-py client: error translation and the retry policy."""
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import docker.api.client
 import docker.errors
 import paramiko
 import pytest
@@ -303,3 +305,19 @@ def test_a_bad_container_kwargs_value_is_a_launch_error_naming_what_to_fix() -> 
         engine.create(bad)
 
     assert "lots" in str(raised.value)
+
+
+def test_ssh_without_paramiko_fails_at_once_naming_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What docker-py does when paramiko is not installed: the ssh adapter's name is missing.
+    monkeypatch.delattr(docker.api.client, "SSHHTTPAdapter")
+    monkeypatch.setenv("DOCKER_HOST", "ssh://root@127.0.0.1:1")
+    started = time.monotonic()
+
+    needs_extra = r'pip install "pipes-docker\[ssh\]"'
+    with pytest.raises(PipesDockerEngineError, match=needs_extra) as raised:
+        DockerEngine().image_id("job:1")
+
+    assert not raised.value.transient
+    assert time.monotonic() - started < 1.0  # not retried as if the engine were down
