@@ -20,6 +20,7 @@ missing file inside the job.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -37,6 +38,7 @@ from pipes_docker.channels.probe import ProbeResult, probe_shared_dir
 from pipes_docker.container.engine import ContainerEngine
 from pipes_docker.errors import PipesDockerChannelError, PipesDockerConfigError
 from pipes_docker.reader import PipesDockerFileMessageReader
+from pipes_docker.tempdirs import TEMP_DIR_PREFIX, mark_owner
 
 __all__ = ["PipesDockerFileContextInjector", "PipesDockerMountedChannel"]
 
@@ -137,7 +139,7 @@ class PipesDockerMountedChannel(PipesDockerChannel):
     def open_unchecked(self, *, warn: Callable[[str], None], reason: str) -> Iterator[OpenChannel]:
         """Open without probing: the caller has checked that the engine sees the temp dir."""
         try:
-            root = tempfile.mkdtemp(prefix="pipes-docker-", dir=self._temp_dir_root)
+            root = tempfile.mkdtemp(prefix=TEMP_DIR_PREFIX, dir=self._temp_dir_root)
         except OSError as exc:
             raise PipesDockerChannelError(
                 f"Making a temp dir under {self._temp_dir_root or tempfile.gettempdir()} failed:"
@@ -145,6 +147,7 @@ class PipesDockerMountedChannel(PipesDockerChannel):
             ) from exc
         try:
             os.chmod(root, _PRIVATE_DIR)
+            mark_owner(root)  # for the orphan sweep, should this process die mid-run
             io_dir = os.path.join(root, "io")
             os.mkdir(io_dir)
             os.chmod(io_dir, _SHARED_DIR)  # explicit: mkdir's mode is cut by the umask
@@ -183,6 +186,8 @@ class PipesDockerMountedChannel(PipesDockerChannel):
     @contextmanager
     def _reopened(self, io_dir: str, warn: Callable[[str], None]) -> Iterator[OpenChannel]:
         try:
+            with contextlib.suppress(OSError):
+                mark_owner(os.path.dirname(io_dir))  # ours now: the sweep must leave it
             yield OpenChannel(
                 transport=self.transport,
                 description=f"reattached: messages re-read from {io_dir} from the start",
