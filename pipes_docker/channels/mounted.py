@@ -147,7 +147,10 @@ class PipesDockerMountedChannel(PipesDockerChannel):
             ) from exc
         try:
             os.chmod(root, _PRIVATE_DIR)
-            mark_owner(root)  # for the orphan sweep, should this process die mid-run
+            # For the orphan sweep, should this process die mid-run. Best effort: without it
+            # the sweep goes by the dir's age, and a full disk fails the context write anyway.
+            with contextlib.suppress(OSError):
+                mark_owner(root)
             io_dir = os.path.join(root, "io")
             os.mkdir(io_dir)
             os.chmod(io_dir, _SHARED_DIR)  # explicit: mkdir's mode is cut by the umask
