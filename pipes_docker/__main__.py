@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import timedelta
 
@@ -10,7 +11,10 @@ from pipes_docker.vendor import vendor_dagster_pipes
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipes_docker")
+    invoked = os.path.basename(sys.argv[0])
+    parser = argparse.ArgumentParser(
+        prog=invoked if invoked == "pipes-docker" else "python -m pipes_docker"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     vendor = commands.add_parser(
         "vendor", help="copy the installed dagster_pipes package into a Docker build context"
@@ -67,10 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     except PipesDockerError as exc:
         print(f"pipes-docker sweep: {exc}", file=sys.stderr)
         return 1
-    verb = "would remove" if args.dry_run else "removed"
     for item in found:
-        print(f"{verb} {item}")
-    print(f"{len(found)} orphaned object(s) {verb if found else 'found'}", file=sys.stderr)
+        print(f"{'would remove' if args.dry_run else 'removed'} {item}")
+    if not found:
+        summary = "nothing orphaned found"
+    else:
+        summary = (
+            f"{len(found)} orphaned, {'removed nothing (dry run)' if args.dry_run else 'removed'}"
+        )
+    print(summary, file=sys.stderr)
     return 0
 
 

@@ -218,6 +218,8 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
 
         Containers of live runs on this host are left alone whatever their age unless
         ``older_than`` says otherwise. ``older_than=timedelta(0)`` removes every container of ours.
+        ``pipes-docker sweep`` (``python -m pipes_docker sweep``) does the same from a shell,
+        with a dry run, and also removes the orphaned runs' temp dirs on this host.
 
         Returns:
             The ids of the containers removed.
