@@ -942,3 +942,17 @@ def test_a_runs_registry_is_used_for_its_pull_over_the_clients(
         "run-secret",
         "client-secret",
     ]
+
+
+def test_registry_credentials_may_be_envvars(
+    client_for: Callable[..., PipesDockerClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIP_REGISTRY_PASSWORD", "from-env")
+    engine = FakeEngine(pipes_job(), image_present=False)
+    registry = {"url": "r.example", "username": "u", "password": EnvVar("TRIP_REGISTRY_PASSWORD")}
+
+    run_asset(client_for(engine, registry=registry))
+
+    assert engine.pull_auths == [
+        {"username": "u", "password": "from-env", "serveraddress": "r.example"}
+    ]
