@@ -67,6 +67,12 @@ def registry_auth(registry: Mapping[str, str] | None) -> Mapping[str, str] | Non
     if not registry:
         return None
     registry = resolve_env_vars(registry, "registry")
+    missing = [key for key in ("username", "password") if key not in registry]
+    if missing:
+        raise PipesDockerConfigError(
+            f"registry needs {' and '.join(missing)} (it takes url, username and password);"
+            f" it has {', '.join(sorted(registry)) or 'nothing'}."
+        )
     auth = {"username": registry["username"], "password": registry["password"]}
     if "url" in registry:
         auth["serveraddress"] = registry["url"]

@@ -956,3 +956,14 @@ def test_registry_credentials_may_be_envvars(
     assert engine.pull_auths == [
         {"username": "u", "password": "from-env", "serveraddress": "r.example"}
     ]
+
+
+def test_a_registry_without_credentials_is_a_config_error_naming_what_is_missing(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job(), image_present=False)
+
+    with pytest.raises(PipesDockerConfigError, match="registry needs password"):
+        run_asset(client_for(engine), registry={"url": "r.example", "username": "u"})
+
+    assert "pull" not in engine.ops()
