@@ -14,6 +14,7 @@ engine that shares this machine's files; a real blob store (S3 and the like) nee
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -80,8 +81,12 @@ class ChunkDirMessageReader(PipesBlobStoreMessageReader):
 
 
 def default_store_root() -> str:
-    """A store dir every uid can write into, made once per machine."""
-    root = os.path.join(tempfile.gettempdir(), "pipes-docker-chunk-store")
-    os.makedirs(root, exist_ok=True)
-    os.chmod(root, 0o777)
+    """A store dir every uid can write into, made for this process and removed when it exits.
+
+    Each process that loads the definitions (``dagster dev``'s code server, a run worker, the
+    demo) gets its own; the runs' per-run dirs inside it are removed as each run ends.
+    """
+    root = tempfile.mkdtemp(prefix="pipes-docker-example-chunks-")
+    os.chmod(root, 0o777)  # the job may run as any uid
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     return root

@@ -17,7 +17,9 @@
 # dagster_pipes is copied from the installed package into a throwaway build context
 # (`python -m pipes_docker vendor`); it is never committed.
 #
-# Usage: images/build.sh [--rebuild-base]     (PYTHON=... picks the interpreter)
+# Usage: images/build.sh [--rebuild-base] [IMAGE...]     (PYTHON=... picks the interpreter)
+#   IMAGE: example, testjob, dind, swarm-node, shell-dash, shell-busybox, dagster; all by default.
+#   The base image is always made sure of. An image whose inputs did not change is not rebuilt.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -59,17 +61,53 @@ ensure_base() {
     build_base_locally
 }
 
+# `docker build`, with BuildKit when the buildx plugin is installed. Without it (Debian
+# bookworm's docker.io has none) the legacy builder runs, and the deprecation notice it prints
+# on every build (the same lines each time, asking to install buildx) is dropped; the rest of
+# its stderr is kept.
+docker_build() {
+    if docker buildx version >/dev/null 2>&1; then
+        DOCKER_BUILDKIT=1 docker build "$@"
+    else
+        DOCKER_BUILDKIT=0 docker build "$@" \
+            2> >(sed -e '/^DEPRECATED: The legacy builder is deprecated/,/^$/d' >&2)
+    fi
+}
+
+# The hash of a build context's files and the base image's id.
+context_hash() {
+    {
+        (cd "$1" && find . -type f -not -path '*/__pycache__/*' -print0 | sort -z |
+            xargs -0 sha256sum)
+        docker image inspect --format '{{.Id}}' "$BASE_IMAGE"
+    } | sha256sum | cut -c1-16
+}
+
+# A job image: its dir with dagster_pipes vendored. Skipped when the image exists and was
+# built from the same files (the vendored copy follows the installed dagster-pipes).
 build_job_image() {
     local name="$1" dir="$2"
-    local context
+    local context hash previous
     context="$(mktemp -d)"
     cp -R "$dir/." "$context/"
     "$PYTHON" -m pipes_docker vendor "$context/vendor" >/dev/null
+    hash="$(context_hash "$context")"
+    if is_up_to_date "$name" "$hash"; then
+        log "$name is up to date"
+        rm -rf "$context"
+        return
+    fi
     log "building $name"
+    previous="$(docker image inspect --format '{{.Id}}' "$name" 2>/dev/null || true)"
     # --network none: the Dockerfiles need no network, and this engine has no bridge.
-    DOCKER_BUILDKIT=0 docker build --quiet --network none --label "$LABEL" \
+    docker_build --quiet --network none --label "$LABEL" --label "io.pipes-docker.inputs=$hash" \
         -t "$name" "$context" >/dev/null
     rm -rf "$context"
+    # The image this one replaces stays behind untagged unless a container still uses it.
+    if [[ -n "$previous" && "$previous" != "$(docker image inspect --format '{{.Id}}' "$name")" ]]
+    then
+        docker image rm "$previous" >/dev/null 2>&1 || true
+    fi
 }
 
 # True when image $1 exists and was built from inputs hashing to $2 (its io.pipes-docker.inputs
@@ -120,7 +158,7 @@ build_dind_image() {
         docker.io openssh-server iproute2 >/dev/null
     rm -rf "$work/context/debs/partial"
     log "building $name"
-    DOCKER_BUILDKIT=0 docker build --quiet --network none --label "$LABEL" \
+    docker_build --quiet --network none --label "$LABEL" \
         --label "io.pipes-docker.inputs=$hash" -t "$name" "$work/context" >/dev/null
     rm -rf "$work"
 }
@@ -165,7 +203,7 @@ build_dagster_image() {
         "pip==$pip_version" "dagster==$version" "dagster-webserver==$version" "$work/package"
     log "building $name"
     previous="$(docker image inspect --format '{{.Id}}' "$name" 2>/dev/null || true)"
-    DOCKER_BUILDKIT=0 docker build --quiet --network none --label "$LABEL" \
+    docker_build --quiet --network none --label "$LABEL" \
         --label "io.pipes-docker.inputs=$hash" -t "$name" "$work/context" >/dev/null
     # The install stage (with the wheelhouse) stays behind as an untagged image, and so does the
     # image this one replaces (unless a container still uses it): remove them, ~0.5 GB each.
@@ -262,12 +300,24 @@ build_shell_busybox_image() {
     rm -rf "$work"
 }
 
-ensure_base "${1:-}"
-build_job_image pipes-docker-example:latest "$ROOT/images/example"
-build_job_image pipes-docker-testjob:latest "$ROOT/images/testjob"
-build_dind_image
-build_swarm_node_image
-build_shell_dash_image
-build_shell_busybox_image
-build_dagster_image
+rebuild_base=""
+if [[ "${1:-}" == "--rebuild-base" ]]; then
+    rebuild_base="--rebuild-base"
+    shift
+fi
+images=("$@")
+((${#images[@]})) || images=(example testjob dind swarm-node shell-dash shell-busybox dagster)
+ensure_base "$rebuild_base"
+for image in "${images[@]}"; do
+    case "$image" in
+        example) build_job_image pipes-docker-example:latest "$ROOT/images/example" ;;
+        testjob) build_job_image pipes-docker-testjob:latest "$ROOT/images/testjob" ;;
+        dind) build_dind_image ;;
+        swarm-node) build_swarm_node_image ;;
+        shell-dash) build_shell_dash_image ;;
+        shell-busybox) build_shell_busybox_image ;;
+        dagster) build_dagster_image ;;
+        *) log "unknown image $image"; exit 2 ;;
+    esac
+done
 log "done"

@@ -17,6 +17,7 @@ from pipes_docker.client import PipesDockerClient
 from pipes_docker.dockerapi.endpoint import PipesDockerTLSConfig
 from pipes_docker.errors import (
     PipesDockerChannelError,
+    PipesDockerConfigError,
     PipesDockerContainerError,
     PipesDockerEngineError,
     PipesDockerError,
@@ -43,6 +44,7 @@ __all__ = [
     "PipesDockerChannel",
     "PipesDockerChannelError",
     "PipesDockerClient",
+    "PipesDockerConfigError",
     "PipesDockerContainerError",
     "PipesDockerCopyOut",
     "PipesDockerCustomChannel",

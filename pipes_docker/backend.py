@@ -230,9 +230,10 @@ class Backend(Protocol):
     def options(self) -> OptionRules:
         """How this backend's own keywords are checked and merged."""
 
-    def image_id(self, image: str) -> str | None:
-        """The image as the run will use it (pulled as the client's pull policy says);
-        ``None`` where the backend cannot know (a Swarm node pulls it itself)."""
+    def image_id(self, image: str, registry: Mapping[str, str] | None = None) -> str | None:
+        """The image as the run will use it (pulled as the client's pull policy says, with the
+        run's ``registry`` credentials over the client's); ``None`` where the backend cannot
+        know (a Swarm node pulls it itself)."""
 
     def image_env(self, image: str) -> Mapping[str, str]:
         """The environment the image sets (``ENV``), as far as the backend can see it."""

@@ -22,6 +22,7 @@ from pipes_docker.channels import PipesDockerAutoChannel, PipesDockerChannel, ch
 from pipes_docker.container.backend import ContainerBackend
 from pipes_docker.container.engine import ContainerEngine
 from pipes_docker.dockerapi.containers import DockerEngine
+from pipes_docker.errors import PipesDockerConfigError
 from pipes_docker.images import PullPolicy, check_pull_policy
 from pipes_docker.ownership import sweep
 from pipes_docker.pipeline import RunPipeline, RunSettings
@@ -55,19 +56,23 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
     Args:
         docker_client: The docker-py client to use. By default one is made from the environment
             (``DOCKER_HOST`` or the local socket) on the first run and reused after.
-        env: Environment variables for every run's container.
+        env: Environment variables for every run's container. A ``dagster.EnvVar`` value is
+            read from the environment of the process that runs the step, when the run starts.
         forward_stdio: Whether to forward the container's stdout/stderr to the orchestrator's.
         container_kwargs: docker-py ``containers.create`` keywords for every run (``user``,
             ``mem_limit``, ``network_mode``, ...); a run's own ``container_kwargs`` win.
         pull_policy: ``"if_not_present"`` pulls a missing image, ``"always"`` pulls before every
             run, ``"never"`` fails at once when the image is missing.
-        registry: Credentials for pulls: ``{"url", "username", "password"}``. Never logged.
+        registry: Credentials for pulls: ``{"url", "username", "password"}`` (values may be
+            ``dagster.EnvVar``); a run's own ``registry`` wins. Never logged.
         log_dir: When set, each run keeps its container's output in
             ``{log_dir}/{container name}/stdout.log`` and ``stderr.log``.
         forward_termination: When the run is interrupted (Dagster terminates it, or the
             orchestrator gets SIGTERM/SIGINT), whether the container gets SIGTERM and
-            ``termination_timeout_seconds`` to exit before SIGKILL. When ``False`` it is killed at
-            once. Either way its output so far is read and it is removed.
+            ``termination_timeout_seconds`` to exit before SIGKILL. When ``False`` it is
+            stopped with no grace period: the engine still sends SIGTERM first, then SIGKILL at
+            once, so a SIGTERM handler may start but is not waited for. Either way its output so
+            far is read and it is removed.
         termination_timeout_seconds: How long a stopped container gets between SIGTERM and
             SIGKILL (also after ``timeout_seconds``).
         channel: How context and messages travel. Defaults to
@@ -92,25 +97,26 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
 
     def __init__(
         self,
+        # The first four may be positional, in dagster-docker's order, so its users' code runs.
+        env: Mapping[str, str] | None = None,
+        registry: Mapping[str, str] | None = None,
+        context_injector: PipesContextInjector | None = None,
+        message_reader: PipesMessageReader | None = None,
         *,
         docker_client: docker.DockerClient | None = None,
-        env: Mapping[str, str] | None = None,
         forward_stdio: bool = True,
         container_kwargs: Mapping[str, Any] | None = None,
         pull_policy: PullPolicy = "if_not_present",
-        registry: Mapping[str, str] | None = None,
         log_dir: str | None = None,
         forward_termination: bool = True,
         termination_timeout_seconds: float = 20.0,
         channel: PipesDockerChannel | None = None,
-        context_injector: PipesContextInjector | None = None,
-        message_reader: PipesMessageReader | None = None,
         reattach: bool = True,
         output_rules: Sequence[PipesDockerOutputRule] | None = None,
         engine: ContainerEngine | None = None,
     ) -> None:
         if engine is not None and docker_client is not None:
-            raise ValueError("Pass docker_client or engine, not both.")
+            raise PipesDockerConfigError("Pass docker_client or engine, not both.")
         self._engine: ContainerEngine = engine or DockerEngine(docker_client)
         self._pipeline = RunPipeline(
             ContainerBackend(
@@ -153,6 +159,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
         inject_reporter: bool = False,
         output_rules: Sequence[PipesDockerOutputRule] | None = None,
         copy_out: PipesDockerCopyOut | None = None,
+        registry: Mapping[str, str] | None = None,
     ) -> PipesClientCompletedInvocation:
         """Run ``image`` in a container as a Pipes session and wait for it to end.
 
@@ -177,6 +184,8 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
                 and this run's context are copied into the job, and the command's directory is
                 put first on its ``PATH``. Needs only ``sh``, ``sed``, ``od`` and ``tr`` (dash
                 and coreutils, or BusyBox).
+            registry: Credentials for this run's pull (``{"url", "username", "password"}``),
+                instead of the client's ``registry``. Never logged.
 
             output_rules: :class:`PipesDockerOutputRule` values for this run, after the
                 client's: matching output lines are logged at a level, or their named groups
@@ -212,6 +221,7 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
             inject_reporter=inject_reporter,
             output_rules=output_rules,
             copy_out=copy_out,
+            registry=registry,
         )
 
     def remove_orphans(self, *, older_than: timedelta = timedelta(hours=6)) -> list[str]:
@@ -227,6 +237,8 @@ class PipesDockerClient(PipesClient, TreatAsResourceParam):
 
         Containers of live runs on this host are left alone whatever their age unless
         ``older_than`` says otherwise. ``older_than=timedelta(0)`` removes every container of ours.
+        ``pipes-docker sweep`` (``python -m pipes_docker sweep``) does the same from a shell,
+        with a dry run, and also removes the orphaned runs' temp dirs on this host.
 
         Returns:
             The ids of the containers removed.

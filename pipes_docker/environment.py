@@ -7,10 +7,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dagster import EnvVar
+
 from pipes_docker.backend import ContainerFile
+from pipes_docker.errors import PipesDockerConfigError
 from pipes_docker.vendor import installed_dagster_pipes_dir, package_files
 
-__all__ = ["INJECT_PATH", "Injection", "environment_dict", "inject_dagster_pipes", "merge_env"]
+__all__ = [
+    "INJECT_PATH",
+    "Injection",
+    "environment_dict",
+    "inject_dagster_pipes",
+    "merge_env",
+    "resolve_env_vars",
+]
 
 # Where an injected dagster_pipes appears in the job (inject_pipes=True).
 INJECT_PATH = "/opt/pipes-docker/inject"
@@ -27,8 +37,36 @@ class Injection:
 def environment_dict(environment: Any) -> dict[str, str]:
     """docker-py takes an environment as a dict or a list of ``KEY=VALUE`` strings."""
     if isinstance(environment, Mapping):
-        return {str(k): str(v) for k, v in environment.items()}
+        # An EnvVar is a str: kept as is for resolve_env_vars (str() on it raises).
+        return {str(k): v if isinstance(v, str) else str(v) for k, v in environment.items()}
     return {key: value for key, _, value in (str(item).partition("=") for item in environment)}
+
+
+def resolve_env_vars(layer: Mapping[str, str], where: str) -> dict[str, str]:
+    """``layer`` with each ``dagster.EnvVar`` value replaced by its variable's value.
+
+    Resolved when the run starts, in the process that runs it, as Dagster resolves an
+    ``EnvVar`` in a configurable resource's config: a code location loads without the secret,
+    and the run reads it where it runs.
+
+    Raises:
+        PipesDockerConfigError: A variable is not set; the message names the key and the
+            variable (never a value).
+    """
+    resolved: dict[str, str] = {}
+    for key, value in layer.items():
+        if isinstance(value, EnvVar):
+            found = value.get_value()
+            if found is None:
+                raise PipesDockerConfigError(
+                    f"{where}[{key!r}] is EnvVar({value.env_var_name!r}), but the environment"
+                    f" variable {value.env_var_name} is not set in the process that runs this"
+                    " step. Set it there, or pass a plain value."
+                )
+            resolved[key] = found
+        else:
+            resolved[key] = value
+    return resolved
 
 
 def merge_env(

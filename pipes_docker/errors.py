@@ -9,6 +9,7 @@ try next. They never include environment values, which may hold secrets.
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Sequence
 
@@ -18,6 +19,7 @@ from pipes_docker.backend import RunTarget
 
 __all__ = [
     "PipesDockerChannelError",
+    "PipesDockerConfigError",
     "PipesDockerContainerError",
     "PipesDockerEngineError",
     "PipesDockerError",
@@ -43,6 +45,11 @@ class PipesDockerOutputRuleError(PipesDockerError):
 class PipesDockerFilesError(PipesDockerError):
     """Files a run asked to bring back from its job are missing, too large, or cannot be
     copied out (``on_problem="error"``), or the backend cannot reach the job's files."""
+
+
+class PipesDockerConfigError(PipesDockerError, ValueError):
+    """An argument of the client or of a run is wrong: a reserved or invalid keyword, an
+    unknown pull policy, an ``EnvVar`` whose variable is not set. Also a ``ValueError``."""
 
 
 class PipesDockerReporterError(PipesDockerError):
@@ -202,6 +209,51 @@ class PipesDockerContainerError(_TargetedError):
             lines.append(f"It was killed by {self.signal_name}.")
         lines.extend(_quote_tail(self.stderr_tail, tail_stream))
         super().__init__("\n".join(lines))
+
+
+# What docker-init (tini, the default with init=True) writes when it cannot exec the program.
+_EXEC_FAILED = re.compile(r"^\[FATAL tini \(\d+\)\] exec (?P<program>.+) failed: (?P<reason>.+)$")
+
+
+def job_failure(
+    *,
+    image: str,
+    target: RunTarget,
+    exit_code: int,
+    oom_killed: bool = False,
+    memory_limit: int | None = None,
+    stderr_tail: Sequence[str] = (),
+    tail_stream: str = "stderr",
+    engine_error: str | None = None,
+) -> PipesDockerError:
+    """The error for a job that ended with a non-zero exit.
+
+    A program that could not be started at all (missing from the image, not executable) is a
+    launch failure, whichever way the engine reports it: without an init process the engine's
+    start fails ("executable file not found"), with one (docker-init, the default) the init
+    reports the failed exec and exits 126/127. Anything else ran and failed.
+    """
+    last = stderr_tail[-1] if stderr_tail and tail_stream == "stderr" else ""
+    failed_exec = _EXEC_FAILED.match(last) if exit_code in (126, 127) else None
+    if failed_exec is not None:
+        return PipesDockerLaunchError(
+            f"{_capitalized(target)} (image {image!r}) could not start its program"
+            f" {failed_exec['program']}: {failed_exec['reason']} (exit code {exit_code})."
+            " Check the command (or the image's ENTRYPOINT and CMD): the program must exist in"
+            " the image and be executable.",
+            image=image,
+            target=target,
+        )
+    return PipesDockerContainerError(
+        image=image,
+        target=target,
+        exit_code=exit_code,
+        oom_killed=oom_killed,
+        memory_limit=memory_limit,
+        stderr_tail=stderr_tail,
+        tail_stream=tail_stream,
+        engine_error=engine_error,
+    )
 
 
 def _capitalized(target: RunTarget) -> str:

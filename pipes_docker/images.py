@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, Protocol
 
-from pipes_docker.errors import PipesDockerImageError
+from pipes_docker.environment import resolve_env_vars
+from pipes_docker.errors import PipesDockerConfigError, PipesDockerImageError
 
 __all__ = ["PullPolicy", "check_pull_policy", "ensure_image", "registry_auth"]
 
@@ -23,7 +24,7 @@ class _Images(Protocol):
 
 def check_pull_policy(policy: str) -> PullPolicy:
     if policy not in ("if_not_present", "always", "never"):
-        raise ValueError(
+        raise PipesDockerConfigError(
             f"pull_policy must be 'if_not_present', 'always' or 'never', got {policy!r}"
         )
     return policy  # type: ignore[return-value]
@@ -65,6 +66,13 @@ def registry_auth(registry: Mapping[str, str] | None) -> Mapping[str, str] | Non
     """docker-py's ``auth_config`` from ``{"url", "username", "password"}``."""
     if not registry:
         return None
+    registry = resolve_env_vars(registry, "registry")
+    missing = [key for key in ("username", "password") if key not in registry]
+    if missing:
+        raise PipesDockerConfigError(
+            f"registry needs {' and '.join(missing)} (it takes url, username and password);"
+            f" it has {', '.join(sorted(registry)) or 'nothing'}."
+        )
     auth = {"username": registry["username"], "password": registry["password"]}
     if "url" in registry:
         auth["serveraddress"] = registry["url"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipes_docker.environment import environment_dict
+from pipes_docker.errors import PipesDockerConfigError
 
 __all__ = ["OptionRules"]
 
@@ -42,10 +43,10 @@ class OptionRules:
     normalize: Callable[[Any], list[Any]] = _as_list
 
     def check(self, options: Mapping[str, Any]) -> None:
-        """Raise ``ValueError`` for a keyword pipes-docker must control."""
+        """Raise :class:`PipesDockerConfigError` for a keyword pipes-docker must control."""
         refused = sorted(self.reserved & set(options))
         if refused:
-            raise ValueError(
+            raise PipesDockerConfigError(
                 f"{self.name} may not set {', '.join(refused)}: {self.why_reserved}"
                 " Pass image and command to run() instead."
             )

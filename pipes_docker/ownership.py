@@ -18,7 +18,7 @@ from typing import Any
 
 from dagster import AssetExecutionContext, OpExecutionContext
 
-from pipes_docker.backend import Backend
+from pipes_docker.backend import Backend, OwnedObject
 
 __all__ = [
     "HOST_LABEL",
@@ -32,7 +32,9 @@ __all__ = [
     "orchestrator_alive",
     "orchestrator_gone",
     "orchestrator_labels",
+    "orphans",
     "pid_namespace",
+    "same_orchestrator",
     "sweep",
 ]
 
@@ -97,13 +99,13 @@ def pid_namespace() -> str:
         return ""
 
 
-def sweep(backend: Backend, *, older_than: timedelta) -> list[str]:
-    """Remove what dead orchestrators left on ``backend``; return the ids removed.
+def orphans(backend: Backend, *, older_than: timedelta) -> list[OwnedObject]:
+    """What dead orchestrators left on ``backend``, in the order to remove it.
 
-    Something labelled ours is removed, running or not, when the orchestrator that made it ran
+    Something labelled ours is orphaned, running or not, when the orchestrator that made it ran
     on this host, in this PID namespace, and its process is gone, or when it was made more than
     ``older_than`` ago (for orchestrators on other hosts). A job adopted by a live orchestrator
-    (its lease says so) is left alone, and so is what was made for something still there (a
+    (its lease says so) is not, and neither is what was made for something still there (a
     Swarm config of a live service).
     """
     now = datetime.now(UTC)
@@ -113,7 +115,7 @@ def sweep(backend: Backend, *, older_than: timedelta) -> list[str]:
         for item in owned
         if LEASE_LABEL in item.labels and not orchestrator_gone(item.labels)
     }
-    removed: list[str] = []
+    found: list[OwnedObject] = []
     kept: set[str] = set()
     for item in owned:
         orphaned = orchestrator_gone(item.labels) or (
@@ -122,11 +124,26 @@ def sweep(backend: Backend, *, older_than: timedelta) -> list[str]:
         if item.id in leased or (item.parent is not None and item.parent in kept):
             orphaned = False
         if orphaned:
-            backend.remove_owned(item)
-            removed.append(item.id)
+            found.append(item)
         else:
             kept.add(item.name or item.id)
+    return found
+
+
+def sweep(backend: Backend, *, older_than: timedelta, dry_run: bool = False) -> list[str]:
+    """Remove what dead orchestrators left on ``backend`` (see :func:`orphans`); return the ids
+    removed, or with ``dry_run`` the ids that would be, removing nothing."""
+    removed: list[str] = []
+    for item in orphans(backend, older_than=older_than):
+        if not dry_run:
+            backend.remove_owned(item)
+        removed.append(item.id)
     return removed
+
+
+def same_orchestrator(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    """Whether two sets of labels name the same orchestrator process."""
+    return all(a.get(key) == b.get(key) for key in (HOST_LABEL, PIDNS_LABEL, PID_LABEL))
 
 
 def _same_process_space(labels: Mapping[str, str]) -> bool:

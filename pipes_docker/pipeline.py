@@ -27,8 +27,8 @@ from dagster_pipes import PipesExtras
 from pipes_docker.backend import Backend, ContainerFile, JobSpec
 from pipes_docker.channels import PipesDockerChannel
 from pipes_docker.demux import TAIL_LINES, full_tail, output_tail
-from pipes_docker.environment import inject_dagster_pipes, merge_env
-from pipes_docker.errors import PipesDockerContainerError
+from pipes_docker.environment import inject_dagster_pipes, merge_env, resolve_env_vars
+from pipes_docker.errors import PipesDockerContainerError, job_failure
 from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import JobLauncher, JobOutcome, Removal, awaited_removals
 from pipes_docker.ownership import job_name, labels_for
@@ -109,6 +109,7 @@ class RunPipeline:
         inject_reporter: bool = False,
         output_rules: Sequence[PipesDockerOutputRule] | None = None,
         copy_out: PipesDockerCopyOut | None = None,
+        registry: Mapping[str, str] | None = None,
     ) -> PipesClientCompletedInvocation:
         rules = (*self._settings.output_rules, *check_rules(output_rules))
         if check_copy_out(copy_out) is not None:
@@ -117,8 +118,12 @@ class RunPipeline:
         self.backend.options.check(run_options)
         merged = self.backend.options.merge(self._settings.options, run_options)
         with sigterm_unwinds():
-            image_id = self.backend.image_id(image)
-            env_layers = [self._settings.env, self.backend.options.pop_env(merged), dict(env or {})]
+            env_layers: list[Mapping[str, str]] = [
+                resolve_env_vars(self._settings.env, "the client's env"),
+                resolve_env_vars(self.backend.options.pop_env(merged), "the environment keyword"),
+                resolve_env_vars(env or {}, "env"),
+            ]
+            image_id = self.backend.image_id(image, registry)
             files: list[ContainerFile] = []
             if inject_pipes:
                 injected = inject_dagster_pipes(self.backend.image_env(image), env_layers)
@@ -175,7 +180,7 @@ class RunPipeline:
             else self.backend.open_channel(self._channel, image=image, warn=context.log.warning)
         )
         with (
-            legacy_jobs_noted_at_info(context),
+            legacy_jobs_noted_at_info(context) as note,
             channel_cm as channel,
             open_pipes_session(
                 context=op_context(context),
@@ -217,6 +222,7 @@ class RunPipeline:
                 ),
             )
             if adoption is not None:
+                note.job_ran()
                 self._reattach.adopted(context, adoption)
             with (
                 run_rules(
@@ -242,7 +248,7 @@ class RunPipeline:
                     on_interrupt=interrupt_logger(context, f"the {self.backend.kind}"),
                     graceful_stop=settings.forward_termination,
                     remove_in_background=True,
-                    on_started=(
+                    on_started=note.on_started(
                         self._reattach.recorder(context, channel.launch_record)
                         if settings.reattach
                         else None
@@ -259,7 +265,7 @@ class RunPipeline:
 
             if outcome.exit.exit_code != 0:
                 tail, tail_stream = output_tail(stdout_sink, stderr_sink, TAIL_LINES)
-                error = PipesDockerContainerError(
+                error = job_failure(
                     image=image,
                     target=outcome.target,
                     exit_code=outcome.exit.exit_code,
@@ -269,6 +275,7 @@ class RunPipeline:
                     tail_stream=tail_stream,
                     engine_error=outcome.exit.error,
                 )
+                note.job_ran(isinstance(error, PipesDockerContainerError))
                 more = full_tail(stdout_sink, stderr_sink, tail_stream, len(tail))
                 if more:
                     error.add_note(more)

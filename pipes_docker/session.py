@@ -19,6 +19,7 @@ from dagster._core.errors import DagsterInvalidPropertyError
 from pipes_docker.demux import LineSink, ProcessStream, StreamTarget
 
 __all__ = [
+    "NoMessagesNote",
     "interrupt_logger",
     "legacy_jobs_noted_at_info",
     "log_paths",
@@ -75,16 +76,42 @@ def interrupt_logger(
     return log
 
 
-class _NoMessagesIsInfo(logging.Filter):
-    """Turn dagster's "did not receive any messages" warning into one info line.
+class NoMessagesNote(logging.Filter):
+    """Turn dagster's "did not receive any messages" warning into one info line, true to the run.
 
     A job that does not speak Pipes (a legacy image, a shell script) is a supported way to use
-    the client, not a fault: its exit code and output say how it went.
+    the client, not a fault: its exit code and output say how it went. A job that never ran (its
+    create or start failed, its program is missing) sent no messages for another reason, which
+    the run's error gives: the note then says only that, not the hints about Pipes.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ran = False
+
+    def job_ran(self, ran: bool = True) -> None:
+        """Say whether the job's program ran (call once the launcher knows)."""
+        self._ran = ran
+
+    def on_started(self, then: Callable[[str], None] | None) -> Callable[[str], None]:
+        """A launcher's ``on_started`` callback: notes that the job ran, then calls ``then``."""
+
+        def started(job_id: str) -> None:
+            self._ran = True
+            if then is not None:
+                then(job_id)
+
+        return started
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.WARNING and str(record.msg).startswith(_NO_MESSAGES):
             record.levelno, record.levelname = logging.INFO, "INFO"
+            if not self._ran:
+                record.msg = (
+                    "[pipes-docker] No Pipes messages: the job never ran (the run's error says"
+                    " why)."
+                )
+                record.args = ()
         return True
 
 
@@ -94,12 +121,12 @@ _NO_MESSAGES = "[pipes] did not receive any messages from external process"
 @contextmanager
 def legacy_jobs_noted_at_info(
     context: OpExecutionContext | AssetExecutionContext,
-) -> Iterator[None]:
+) -> Iterator[NoMessagesNote]:
     log = context.log
-    notice = _NoMessagesIsInfo()
+    notice = NoMessagesNote()
     log.addFilter(notice)
     try:
-        yield
+        yield notice
     finally:
         log.removeFilter(notice)
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh), then materialize the example asset, whose work runs in a
-# container, and print the metadata it reported.
+# Set up what the demo needs (scripts/setup.sh --demo: an engine, the package, the base and
+# example images; none of the test engines, browsers or their images), then materialize the
+# example assets, whose work runs in containers, and print the metadata they reported.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-scripts/setup.sh
+scripts/setup.sh --demo
 .venv/bin/python -m examples.demo

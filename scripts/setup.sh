@@ -7,7 +7,16 @@
 #      bridge network (containers run with network "none" or "host");
 #   3. the virtualenv .venv with the package and its dev dependencies;
 #   4. the images (images/build.sh).
+#
+# Usage: scripts/setup.sh [--demo]
+#   --demo: only what the demo needs (scripts/demo.sh): the engine, mmdebstrap, the package in
+#   .venv without its dev dependencies, and the base and example images.
 set -euo pipefail
+
+MODE="full"
+if [[ "${1:-}" == "--demo" ]]; then
+    MODE="demo"
+fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -24,6 +33,21 @@ install_system_packages() {
     local missing=()
     command -v dockerd >/dev/null || missing+=(docker.io)
     command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+    if [[ "$MODE" == full ]]; then
+        local extra
+        read -ra extra <<<"$(test_packages_missing)"
+        missing+=("${extra[@]}")
+    fi
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+# What the tests need beyond the engine: prints the packages that are missing.
+test_packages_missing() {
+    local missing=()
     command -v docker-compose >/dev/null || missing+=(docker-compose)
     # Podman's Docker-compatible API is one of the integration tests' engines; catatonit is
     # its init (for init=True).
@@ -34,11 +58,7 @@ install_system_packages() {
     # The shell reporter's unit tests run it under the host's dash and BusyBox ash.
     command -v busybox >/dev/null || missing+=(busybox-static)
     command -v dash >/dev/null || missing+=(dash)
-    if ((${#missing[@]})); then
-        log "installing ${missing[*]}"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
+    echo "${missing[@]}"
 }
 
 start_engine() {
@@ -66,10 +86,22 @@ start_engine() {
 }
 
 make_venv() {
-    local stamp=".venv/.pipes-docker-installed"
+    local stamp=".venv/.pipes-docker-installed" demo_stamp=".venv/.pipes-docker-installed-demo"
     if [[ ! -x .venv/bin/python ]]; then
         log "creating .venv"
         "$PYTHON_BIN" -m venv .venv
+    fi
+    if [[ "$MODE" == demo && -f "$stamp" && ! pyproject.toml -nt "$stamp" ]]; then
+        return # the full install has the demo's too
+    fi
+    if [[ "$MODE" == demo ]]; then
+        if [[ ! -f "$demo_stamp" || pyproject.toml -nt "$demo_stamp" ]]; then
+            log "installing pipes-docker into .venv"
+            .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+            .venv/bin/python -m pip install -q -e .
+            touch "$demo_stamp"
+        fi
+        return
     fi
     if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
         log "installing pipes-docker and its dev dependencies into .venv"
@@ -82,4 +114,8 @@ make_venv() {
 install_system_packages
 start_engine
 make_venv
-images/build.sh
+if [[ "$MODE" == demo ]]; then
+    images/build.sh example
+else
+    images/build.sh
+fi

@@ -4,6 +4,7 @@ Everything here runs inside the container. dagster_pipes reads the context pipes
 and writes messages back to it; print() output reaches Dagster as compute logs.
 """
 
+import hashlib
 import sys
 from collections import Counter
 
@@ -27,7 +28,9 @@ def main() -> None:
                 "distinct_words": len(counts),
                 "most_common": {"raw_value": dict(most_common), "type": "json"},
             },
-            data_version=str(hash(TEXT) & 0xFFFFFFFF),
+            # A content hash: the same input gives the same version in every run (Python's
+            # hash() of a str is salted per process, so it would change on every run).
+            data_version=hashlib.sha256(TEXT.encode()).hexdigest()[:16],
         )
 
 

@@ -23,6 +23,7 @@ from dagster import PipesContextInjector, PipesMessageReader
 from pipes_docker.channels.base import OpenChannel, PipesDockerChannel, output_unchanged
 from pipes_docker.channels.streamed import PipesDockerStdioMessageReader, PipesDockerStreamedChannel
 from pipes_docker.container.engine import ContainerEngine
+from pipes_docker.errors import PipesDockerConfigError
 
 __all__ = ["PipesDockerCustomChannel", "choose_channel"]
 
@@ -44,7 +45,7 @@ class PipesDockerCustomChannel(PipesDockerChannel):
         message_reader: PipesMessageReader | None = None,
     ) -> None:
         if context_injector is None and message_reader is None:
-            raise ValueError("Pass a context_injector, a message_reader, or both.")
+            raise PipesDockerConfigError("Pass a context_injector, a message_reader, or both.")
         self._context_injector = context_injector
         self._message_reader = message_reader
         self._streamed = PipesDockerStreamedChannel()
@@ -92,7 +93,7 @@ def choose_channel(
         ValueError: Both a channel and an injector or reader were given.
     """
     if channel is not None and (context_injector or message_reader):
-        raise ValueError("Pass channel, or context_injector/message_reader, not both.")
+        raise PipesDockerConfigError("Pass channel, or context_injector/message_reader, not both.")
     if context_injector is not None or message_reader is not None:
         return PipesDockerCustomChannel(
             context_injector=context_injector, message_reader=message_reader

@@ -20,6 +20,7 @@ missing file inside the job.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -35,8 +36,13 @@ from pipes_docker.backend import Mount
 from pipes_docker.channels.base import OpenChannel, PipesDockerChannel, ReattachedContextInjector
 from pipes_docker.channels.probe import ProbeResult, forget_probe, probe_shared_dir
 from pipes_docker.container.engine import ContainerEngine
-from pipes_docker.errors import PipesDockerChannelError, PipesDockerMountSourceError
+from pipes_docker.errors import (
+    PipesDockerChannelError,
+    PipesDockerConfigError,
+    PipesDockerMountSourceError,
+)
 from pipes_docker.reader import PipesDockerFileMessageReader
+from pipes_docker.tempdirs import TEMP_DIR_PREFIX, mark_owner
 
 __all__ = ["PipesDockerFileContextInjector", "PipesDockerMountedChannel"]
 
@@ -103,12 +109,14 @@ class PipesDockerMountedChannel(PipesDockerChannel):
         poll_interval: float = 0.05,
     ) -> None:
         if not os.path.isabs(mount_path):
-            raise ValueError(f"mount_path must be an absolute path, got {mount_path!r}")
+            raise PipesDockerConfigError(f"mount_path must be an absolute path, got {mount_path!r}")
         if host_temp_dir_root is not None:
             if temp_dir_root is None:
-                raise ValueError("host_temp_dir_root needs temp_dir_root: the dir it backs")
+                raise PipesDockerConfigError(
+                    "host_temp_dir_root needs temp_dir_root: the dir it backs"
+                )
             if not os.path.isabs(host_temp_dir_root):
-                raise ValueError(
+                raise PipesDockerConfigError(
                     f"host_temp_dir_root must be an absolute path, got {host_temp_dir_root!r}"
                 )
         self._temp_dir_root = temp_dir_root
@@ -161,7 +169,7 @@ class PipesDockerMountedChannel(PipesDockerChannel):
     def open_unchecked(self, *, warn: Callable[[str], None], reason: str) -> Iterator[OpenChannel]:
         """Open without probing: the caller has checked that the engine sees the temp dir."""
         try:
-            root = tempfile.mkdtemp(prefix="pipes-docker-", dir=self._temp_dir_root)
+            root = tempfile.mkdtemp(prefix=TEMP_DIR_PREFIX, dir=self._temp_dir_root)
         except OSError as exc:
             raise PipesDockerChannelError(
                 f"Making a temp dir under {self._temp_dir_root or tempfile.gettempdir()} failed:"
@@ -169,6 +177,10 @@ class PipesDockerMountedChannel(PipesDockerChannel):
             ) from exc
         try:
             os.chmod(root, _PRIVATE_DIR)
+            # For the orphan sweep, should this process die mid-run. Best effort: without it
+            # the sweep goes by the dir's age, and a full disk fails the context write anyway.
+            with contextlib.suppress(OSError):
+                mark_owner(root)
             io_dir = os.path.join(root, "io")
             os.mkdir(io_dir)
             os.chmod(io_dir, _SHARED_DIR)  # explicit: mkdir's mode is cut by the umask
@@ -207,6 +219,8 @@ class PipesDockerMountedChannel(PipesDockerChannel):
     @contextmanager
     def _reopened(self, io_dir: str, warn: Callable[[str], None]) -> Iterator[OpenChannel]:
         try:
+            with contextlib.suppress(OSError):
+                mark_owner(os.path.dirname(io_dir))  # ours now: the sweep must leave it
             yield OpenChannel(
                 transport=self.transport,
                 description=f"reattached: messages re-read from {io_dir} from the start",

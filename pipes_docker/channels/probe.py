@@ -109,8 +109,15 @@ def _probe(engine: ContainerEngine, image: str, local_root: str, engine_root: st
             True, f"the engine at {engine.address} sees {local_root} as {engine_root}"
         )
     if seen is None:
+        if engine_dir == probe_dir:
+            missing = f"the dir {probe_dir} this process made does not exist there"
+        else:
+            missing = (
+                f"this process made the dir {probe_dir}, which the engine should see as"
+                f" {engine_dir}, but no such path exists there"
+            )
         return ProbeResult(
-            False, f"the engine at {engine.address} has no path {engine_dir} (made as {probe_dir})"
+            False, f"the engine at {engine.address} does not share our files: {missing}"
         )
     return ProbeResult(
         False,

@@ -72,8 +72,9 @@ class ContainerBackend:
     def engine_source(self) -> str:
         return self.engine.source
 
-    def image_id(self, image: str) -> str | None:
-        return ensure_image(self.engine, image, self._pull_policy, registry_auth(self._registry))
+    def image_id(self, image: str, registry: Mapping[str, str] | None = None) -> str | None:
+        auth = registry_auth(registry or self._registry)
+        return ensure_image(self.engine, image, self._pull_policy, auth)
 
     def image_env(self, image: str) -> Mapping[str, str]:
         return self.engine.image_env(image)

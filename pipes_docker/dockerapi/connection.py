@@ -80,6 +80,11 @@ class DockerConnection:
                         failure = tls_failure(exc)
                         if failure is not None:
                             raise self._tls_error(failure) from exc
+                        if _needs_paramiko(exc):
+                            raise PipesDockerEngineError(
+                                f"The Docker engine at {endpoint.address} is reached over ssh,"
+                                " which needs paramiko: pip install \"pipes-docker[ssh]\"."
+                            ) from exc
                         raise PipesDockerEngineError(
                             f"Cannot reach the Docker engine at {endpoint.address}"
                             f" ({endpoint.source}): {exc}. Is the daemon running, and is it"
@@ -258,6 +263,11 @@ def describe_tls_failure(failure: ssl.SSLError) -> str:
         " certificate (cert.pem, key.pem), or wants one. Check that it is signed by a CA the"
         " engine trusts (its --tlscacert) and has not expired."
     )
+
+
+def _needs_paramiko(exc: BaseException) -> bool:
+    """docker-py's ssh:// transport without paramiko installed: no retry will install it."""
+    return "paramiko" in str(exc)
 
 
 def _is_ssh_transport_failure(exc: BaseException) -> bool:

@@ -187,7 +187,9 @@ class DockerEngine:
                     f" {explain_api_error(exc)}",
                     image=spec.image,
                 ) from exc
-            except TypeError as exc:  # docker-py rejects unknown create keywords this way
+            except (TypeError, ValueError, docker.errors.DockerException) as exc:
+                # docker-py checks keywords before sending them: an unknown one is a TypeError,
+                # a bad value (mem_limit="lots", a bad port spec) a DockerException or ValueError.
                 raise PipesDockerLaunchError(
                     f"Creating a container from image {spec.image!r} failed: {exc}."
                     " Check container_kwargs against docker-py's containers.create().",

@@ -123,9 +123,11 @@ class DockerSwarmEngine:
         keywords.setdefault("init", True)
         try:
             create_kwargs = private.service_create_arguments(keywords)
-        except TypeError as exc:  # an unknown keyword in service_kwargs
+        except (TypeError, ValueError, docker.errors.DockerException) as exc:
+            # An unknown keyword in service_kwargs, or a value docker-py cannot convert.
             raise PipesDockerLaunchError(
-                f"Invalid service_kwargs for image {spec.image!r}: {exc}",
+                f"Invalid service_kwargs for image {spec.image!r}: {exc}."
+                " Check them against docker-py's services.create().",
                 image=spec.image,
             ) from exc
         with self._connection.translate(f"creating a Swarm service from image {spec.image!r}"):

@@ -83,7 +83,7 @@ class SwarmBackend:
     def engine_source(self) -> str:
         return self.engine.source
 
-    def image_id(self, image: str) -> str | None:
+    def image_id(self, image: str, registry: Mapping[str, str] | None = None) -> str | None:
         return None  # the node that runs the task pulls the image itself
 
     def image_env(self, image: str) -> Mapping[str, str]:

@@ -20,6 +20,7 @@ from dagster_pipes import PipesExtras
 
 from pipes_docker.channels import PipesDockerChannel, PipesDockerStreamedChannel, choose_channel
 from pipes_docker.dockerapi.services import DockerSwarmEngine
+from pipes_docker.errors import PipesDockerConfigError
 from pipes_docker.ownership import sweep
 from pipes_docker.pipeline import RunPipeline, RunSettings
 from pipes_docker.retrieve import PipesDockerCopyOut
@@ -68,7 +69,8 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
             ``{log_dir}/{service name}/stdout.log`` and ``stderr.log``.
         forward_termination: When the run is interrupted or times out, whether the task gets
             SIGTERM and ``termination_timeout_seconds`` to exit before SIGKILL; when ``False``
-            it gets SIGKILL at once.
+            the grace period is 0: SIGTERM, then SIGKILL at once (a SIGTERM handler may start
+            but is not waited for).
         termination_timeout_seconds: The task's stop grace period.
         schedule_timeout_seconds: How long a task may take to start running (being scheduled,
             and its node pulling the image) before the run fails with the scheduler's reason.
@@ -107,7 +109,7 @@ class PipesDockerSwarmClient(PipesClient, TreatAsResourceParam):
         engine: SwarmEngine | None = None,
     ) -> None:
         if engine is not None and docker_client is not None:
-            raise ValueError("Pass docker_client or engine, not both.")
+            raise PipesDockerConfigError("Pass docker_client or engine, not both.")
         self._engine: SwarmEngine = engine or DockerSwarmEngine(docker_client)
         self._pipeline = RunPipeline(
             SwarmBackend(self._engine, schedule_timeout_seconds=schedule_timeout_seconds),

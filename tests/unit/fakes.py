@@ -234,6 +234,7 @@ class FakeEngine:
         self.host_root = host_root
         self.probes = 0
         self.digests: list[str] = []  # what image_digests() reports
+        self.pull_auths: list[Mapping[str, str] | None] = []  # the auth each pull was given
         self.usage_figures: dict[str, int | float] = {}  # what the stats "engine" reports
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -273,6 +274,7 @@ class FakeEngine:
 
     def pull(self, image: str, auth: Mapping[str, str] | None) -> None:
         self._record("pull", image)
+        self.pull_auths.append(auth)
         if self.pull_error is not None:
             raise self.pull_error
         self.images_present = True

@@ -21,12 +21,15 @@ import orjson
 import pytest
 from dagster import (
     DagsterInstance,
+    EnvVar,
+    PipesEnvContextInjector,
 )
 from dagster_pipes import decode_param
 
 from pipes_docker import (
     MANAGED_LABEL,
     PipesDockerClient,
+    PipesDockerConfigError,
     PipesDockerContainerError,
     PipesDockerEngineError,
     PipesDockerImageError,
@@ -770,3 +773,154 @@ def test_an_image_built_locally_has_no_digest_and_none_is_made_up(
 
     assert "pipes_docker/image_digest" not in metadata
     assert not any(key.endswith(("memory_bytes", "cpu_seconds")) for key in metadata)
+
+
+def test_a_program_missing_from_the_image_is_a_launch_error_not_a_job_failure(
+    client_for: Callable[..., PipesDockerClient], instance: DagsterInstance
+) -> None:
+    # With init=True (the default) docker-init reports the failed exec and exits 127.
+    def missing(spec: ContainerSpec, box: FakeContainer) -> int:
+        box.stderr("[FATAL tini (7)] exec /no/such/binary failed: No such file or directory\n")
+        return 127
+
+    result = run_asset(
+        client_for(FakeEngine(missing)),
+        instance=instance,
+        raise_on_error=False,
+        command=["/no/such/binary"],
+    )
+
+    error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+    assert error is not None
+    assert error.cause is not None
+    assert error.cause.cls_name == "PipesDockerLaunchError"
+    assert "/no/such/binary: No such file or directory" in error.cause.message
+    assert "Check the command" in error.cause.message
+    infos = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert not any("does not speak Pipes" in message for message in infos)
+    assert any("the job never ran" in message for message in infos)
+
+
+def test_a_job_whose_own_shell_exits_127_is_still_a_job_failure(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    def script(spec: ContainerSpec, box: FakeContainer) -> int:
+        box.stderr("sh: 1: frobnicate: not found\n")
+        return 127
+
+    with pytest.raises(PipesDockerContainerError, match="code 127"):
+        run_asset(client_for(FakeEngine(script)))
+
+
+def test_a_run_that_never_created_its_job_does_not_blame_pipes(
+    client_for: Callable[..., PipesDockerClient], instance: DagsterInstance
+) -> None:
+    error = PipesDockerLaunchError("Creating failed: bad mem_limit", image=IMAGE)
+    engine = FakeEngine(pipes_job(), create_error=error)
+
+    result = run_asset(client_for(engine), instance=instance, raise_on_error=False)
+
+    assert not result.success
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert not any("does not speak Pipes" in message for message in messages)
+    assert any("the job never ran" in message for message in messages)
+
+
+def test_envvar_values_are_resolved_in_the_run_on_client_run_and_kwargs(
+    client_for: Callable[..., PipesDockerClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIP_CLIENT", "from-client")
+    monkeypatch.setenv("TRIP_RUN", "from-run")
+    monkeypatch.setenv("TRIP_KWARGS", "from-kwargs")
+    engine = FakeEngine(pipes_job())
+    client = client_for(
+        engine,
+        env={"A": EnvVar("TRIP_CLIENT")},
+        container_kwargs={"environment": {"C": EnvVar("TRIP_KWARGS")}},
+    )
+
+    result = run_asset(client, env={"B": EnvVar("TRIP_RUN")})
+
+    assert result.success
+    env = engine.only.env
+    assert (env["A"], env["B"], env["C"]) == ("from-client", "from-run", "from-kwargs")
+
+
+@pytest.mark.parametrize("on", ["client", "run"])
+def test_an_envvar_whose_variable_is_unset_fails_naming_the_key_and_variable(
+    client_for: Callable[..., PipesDockerClient], on: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TRIP_UNSET", raising=False)
+    engine = FakeEngine(pipes_job())
+    env = {"SECRET": EnvVar("TRIP_UNSET")}
+    client = client_for(engine, env=env if on == "client" else None)
+
+    with pytest.raises(PipesDockerConfigError, match=r"\['SECRET'\] is EnvVar\('TRIP_UNSET'\)"):
+        run_asset(client, env=env if on == "run" else None)
+
+    assert engine.containers == {}
+
+
+# -- a drop-in for dagster-docker's PipesDockerClient ------------------------------------------
+
+
+def test_dagster_dockers_positional_constructor_arguments_keep_their_meaning(
+    pipes_root: Path,
+) -> None:
+    # dagster-docker: PipesDockerClient(env, registry, context_injector, message_reader).
+    engine = FakeEngine(pipes_job(), image_present=False)
+    registry = {"url": "registry.example", "username": "u", "password": "client-secret"}
+    injector = PipesEnvContextInjector()
+    client = PipesDockerClient({"A": "client"}, registry, injector, None, engine=engine)
+
+    result = run_asset(client)
+
+    assert result.success
+    assert engine.only.env["A"] == "client"
+    assert engine.pull_auths == [
+        {"username": "u", "password": "client-secret", "serveraddress": "registry.example"}
+    ]
+
+
+def test_a_runs_registry_is_used_for_its_pull_over_the_clients(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job())
+    client = client_for(
+        engine,
+        registry={"url": "r.example", "username": "c", "password": "client-secret"},
+        pull_policy="always",
+    )
+
+    run_asset(client, registry={"url": "r.example", "username": "r", "password": "run-secret"})
+    run_asset(client)
+
+    assert [auth["password"] if auth else None for auth in engine.pull_auths] == [
+        "run-secret",
+        "client-secret",
+    ]
+
+
+def test_registry_credentials_may_be_envvars(
+    client_for: Callable[..., PipesDockerClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIP_REGISTRY_PASSWORD", "from-env")
+    engine = FakeEngine(pipes_job(), image_present=False)
+    registry = {"url": "r.example", "username": "u", "password": EnvVar("TRIP_REGISTRY_PASSWORD")}
+
+    run_asset(client_for(engine, registry=registry))
+
+    assert engine.pull_auths == [
+        {"username": "u", "password": "from-env", "serveraddress": "r.example"}
+    ]
+
+
+def test_a_registry_without_credentials_is_a_config_error_naming_what_is_missing(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job(), image_present=False)
+
+    with pytest.raises(PipesDockerConfigError, match="registry needs password"):
+        run_asset(client_for(engine), registry={"url": "r.example", "username": "u"})
+
+    assert "pull" not in engine.ops()

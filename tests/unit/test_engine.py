@@ -1,8 +1,10 @@
 """DockerEngine against a fake docker-py client: error translation and the retry policy."""
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import docker.api.client
 import docker.errors
 import paramiko
 import pytest
@@ -242,3 +244,39 @@ def test_copy_files_sends_one_tar_with_parent_dirs() -> None:
         }
         extracted = archive.extractfile("a/b/c.json")
         assert extracted is not None and extracted.read() == b"{}"
+
+
+def test_a_bad_container_kwargs_value_is_a_launch_error_naming_what_to_fix() -> None:
+    # docker-py converts mem_limit before any request: "lots" fails there, not at the engine,
+    # so a client whose socket does not exist shows it.
+    client = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
+    engine = DockerEngine(client)
+    bad = ContainerSpec(
+        image="job:1",
+        name="pipes-x",
+        command=None,
+        env={},
+        labels={},
+        options={"mem_limit": "lots"},
+    )
+
+    with pytest.raises(PipesDockerLaunchError, match="container_kwargs") as raised:
+        engine.create(bad)
+
+    assert "lots" in str(raised.value)
+
+
+def test_ssh_without_paramiko_fails_at_once_naming_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What docker-py does when paramiko is not installed: the ssh adapter's name is missing.
+    monkeypatch.delattr(docker.api.client, "SSHHTTPAdapter")
+    monkeypatch.setenv("DOCKER_HOST", "ssh://root@127.0.0.1:1")
+    started = time.monotonic()
+
+    needs_extra = r'pip install "pipes-docker\[ssh\]"'
+    with pytest.raises(PipesDockerEngineError, match=needs_extra) as raised:
+        DockerEngine().image_id("job:1")
+
+    assert not raised.value.transient
+    assert time.monotonic() - started < 1.0  # not retried as if the engine were down

@@ -263,3 +263,19 @@ def test_streamed_transport_with_a_tty_still_finds_messages(client_for: MakeClie
     )
 
     assert metadata_of(result)["tty"] == "yes"
+
+
+def test_the_probe_says_in_plain_words_why_an_engine_does_not_share_our_files(
+    tmp_path: Path,
+) -> None:
+    from pipes_docker.channels.probe import probe_shared_dir
+
+    remote = probe_shared_dir(FakeEngine(shares_filesystem=False), "img", str(tmp_path), "/srv")
+    same = probe_shared_dir(
+        FakeEngine(shares_filesystem=False), "img", str(tmp_path), str(tmp_path)
+    )
+
+    assert not remote.shared and not same.shared
+    assert "does not share our files" in remote.reason
+    assert "which the engine should see as /srv/pipes-docker-probe-" in remote.reason
+    assert "this process made does not exist there" in same.reason
