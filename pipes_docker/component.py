@@ -11,14 +11,15 @@ Where a new ``run()`` keyword plugs in: declare the attribute on the component a
 ``pipes_docker/scaffold.py``). A client-level setting goes into :meth:`client_kwargs`.
 """
 
-
 import re
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import dagster as dg
+from pydantic import BaseModel, TypeAdapter
 
 from pipes_docker.channels import (
     PipesDockerAutoChannel,
@@ -35,6 +36,12 @@ __all__ = ["PipesDockerComponent", "PipesDockerComponentError", "PipesDockerOp"]
 
 Backend = Literal["container", "swarm"]
 ChannelName = Literal["auto", "mounted", "streamed"]
+PullPolicy = Literal["if_not_present", "always", "never"]
+Command = str | Sequence[str] | None
+Seconds = float | None
+Strings = Mapping[str, str] | None
+Text = str | None
+Values = Mapping[str, Any] | None
 
 # Attributes that mean something on one backend only: a YAML file that sets one on the other
 # backend is refused when the definitions load, naming the attribute.
@@ -43,11 +50,36 @@ _SWARM_ONLY = ("service_kwargs", "schedule_timeout_seconds")
 
 
 class PipesDockerComponentError(PipesDockerError, ValueError):
-    """The component's attributes do not fit together (the message names the attribute)."""
+    """The component's attributes do not fit together; ``attribute`` names the one to fix."""
+
+    def __init__(self, message: str, *, attribute: str | None = None) -> None:
+        super().__init__(message)
+        self.attribute = attribute
 
 
 def _described(description: str) -> dg.Resolver:
-    return dg.Resolver.default(description=description)
+    resolver: dg.Resolver = dg.Resolver.default(description=description)
+    return resolver
+
+
+def _checked(annotation: Any, description: str) -> dg.Resolver:
+    """Resolve templates, then hold the value to ``annotation``.
+
+    Dagster's YAML schema lets a string stand for any field (it may be a ``{{ }}`` template), so
+    a wrong type would get through to the first run; checked here, ``dg check defs`` names the
+    attribute, file and line. Strings convert where they can (``"600"`` to ``600.0``).
+    """
+    adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+
+    def resolve(context: dg.ResolutionContext, value: Any) -> Any:
+        return adapter.validate_python(context.resolve_value(value))
+
+    return dg.Resolver(
+        resolve,
+        model_field_type=annotation,
+        description=description,
+        inject_before_resolve=False,
+    )
 
 
 @dataclass
@@ -62,9 +94,7 @@ class PipesDockerOp(dg.Resolvable):
     tags: Annotated[
         Mapping[str, str] | None, _described("Tags on the op (e.g. concurrency keys).")
     ] = None
-    pool: Annotated[
-        str | None, _described("The concurrency pool the step takes a slot of.")
-    ] = None
+    pool: Annotated[str | None, _described("The concurrency pool the step takes a slot of.")] = None
 
 
 @dg.scaffold_with(PipesDockerComponentScaffolder)
@@ -101,84 +131,85 @@ class PipesDockerComponent(dg.Component, dg.Resolvable):
         _described("The asset checks the job reports (name, asset, description, blocking)."),
     ] = ()
     command: Annotated[
-        str | Sequence[str] | None,
-        _described("The command, instead of the image's; a list is passed as is."),
+        Command, _checked(Command, "The command, instead of the image's; a list is passed as is.")
     ] = None
     env: Annotated[
-        Mapping[str, str] | None,
-        _described("Environment variables of the job; use {{ env('NAME') }} for secrets."),
+        Strings, _checked(Strings, "The job's environment; {{ env('NAME') }} for secrets.")
     ] = None
     extras: Annotated[
-        Mapping[str, Any] | None,
-        _described("Extra values the job reads from its Pipes context."),
+        Values, _checked(Values, "Extra values the job reads from its Pipes context.")
     ] = None
     timeout_seconds: Annotated[
-        float | None, _described("Stop the job and fail the step when it runs longer.")
+        Seconds, _checked(Seconds, "Stop the job and fail the step when it runs longer.")
     ] = None
     inject_pipes: Annotated[
-        bool,
-        _described("Copy the orchestrator's dagster-pipes into an image with Python 3."),
+        bool, _checked(bool, "Copy the orchestrator's dagster-pipes into an image with Python 3.")
     ] = False
     inject_reporter: Annotated[
-        bool,
-        _described("Put the `dagster-pipes` shell command on the job's PATH (no Python needed)."),
+        bool, _checked(bool, "Put the `dagster-pipes` shell command on the job's PATH (no Python).")
     ] = False
     backend: Annotated[
-        Backend,
-        _described("container: one container on one engine; swarm: a Docker Swarm job."),
+        Backend, _checked(Backend, "container: a container on one engine; swarm: a Swarm job.")
     ] = "container"
     container_kwargs: Annotated[
-        Mapping[str, Any] | None,
-        _described("docker-py containers.create keywords (mem_limit, network_mode, user, ...)."),
+        Values, _checked(Values, "docker-py containers.create keywords (mem_limit, user, ...).")
     ] = None
     pull_policy: Annotated[
-        Literal["if_not_present", "always", "never"],
-        _described("When the image is pulled: if_not_present, always or never."),
+        PullPolicy, _checked(PullPolicy, "When the image is pulled: if_not_present, always, never.")
     ] = "if_not_present"
     registry: Annotated[
-        Mapping[str, str] | None,
-        _described("Pull credentials {url, username, password}; use {{ env('...') }}."),
+        Strings, _checked(Strings, "Pull credentials {url, username, password}; never logged.")
     ] = None
     service_kwargs: Annotated[
-        Mapping[str, Any] | None,
-        _described("backend swarm: docker-py services.create keywords (constraints, ...)."),
+        Values, _checked(Values, "backend swarm: docker-py services.create keywords.")
     ] = None
     schedule_timeout_seconds: Annotated[
-        float | None,
-        _described("backend swarm: how long the task may take to start running (default 60)."),
+        Seconds, _checked(Seconds, "backend swarm: how long the task may take to start (60).")
     ] = None
     channel: Annotated[
         ChannelName | None,
-        _described("How context and messages travel: auto (default), mounted or streamed."),
+        _checked(ChannelName | None, "How context and messages travel: auto, mounted, streamed."),
     ] = None
     temp_dir_root: Annotated[
-        str | None,
-        _described("auto/mounted channel: where the per-run dirs are made."),
+        Text, _checked(Text, "auto/mounted channel: where the per-run dirs are made.")
     ] = None
     host_temp_dir_root: Annotated[
-        str | None,
-        _described("auto/mounted channel: temp_dir_root's path as the engine sees it."),
+        Text, _checked(Text, "auto/mounted channel: temp_dir_root's path as the engine sees it.")
     ] = None
     forward_stdio: Annotated[
-        bool, _described("Forward the job's stdout/stderr to the step's compute logs.")
+        bool, _checked(bool, "Forward the job's stdout/stderr to the step's compute logs.")
     ] = True
     log_dir: Annotated[
-        str | None, _described("Keep each run's output in {log_dir}/{name}/std*.log.")
+        Text, _checked(Text, "Keep each run's output in {log_dir}/{name}/std*.log.")
     ] = None
     forward_termination: Annotated[
-        bool, _described("Give the job SIGTERM and a grace period when the run is stopped.")
+        bool, _checked(bool, "Give the job SIGTERM and a grace period when the run is stopped.")
     ] = True
     termination_timeout_seconds: Annotated[
-        float, _described("The grace period between SIGTERM and SIGKILL.")
+        float, _checked(float, "The grace period between SIGTERM and SIGKILL.")
     ] = 20.0
     reattach: Annotated[
-        bool, _described("Adopt a job an earlier attempt of this step launched (retries).")
+        bool, _checked(bool, "Adopt a job an earlier attempt of this step launched (retries).")
     ] = True
     op: Annotated[
         PipesDockerOp | None, _described("The op that runs the job: name, tags, pool.")
     ] = None
+
     def __post_init__(self) -> None:
         self._check_backend_attributes()
+
+    @classmethod
+    def resolve_from_model(cls, context: dg.ResolutionContext, model: BaseModel) -> Any:
+        """Resolve as Dagster does; an attribute that does not fit the others is reported at its
+        line of the ``defs.yaml``, as Dagster reports a field of the wrong type."""
+        try:
+            return super().resolve_from_model(context, model)
+        except PipesDockerComponentError as exc:
+            if exc.attribute is None:
+                raise
+            raise context.at_path(exc.attribute).build_resolve_fn_exc(
+                traceback.format_exception_only(exc), field_name=exc.attribute, model=model
+            ) from None
 
     # -- what the clients get ------------------------------------------------------------------
 
@@ -234,20 +265,20 @@ class PipesDockerComponent(dg.Component, dg.Resolvable):
     # -- Dagster definitions -------------------------------------------------------------------
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        if not self.assets and not self.checks:
+            raise PipesDockerComponentError(
+                f"The component for image {self.image!r} declares no assets and no checks: "
+                "add at least one under 'assets' (or 'checks')."
+            )
         op = self.op or PipesDockerOp()
         name = op.name or self._default_op_name()
         if self.assets:
             return dg.Definitions(assets=[self._multi_asset(name, op)])
-        if self.checks:
-            return dg.Definitions(asset_checks=[self._multi_check(name, op)])
-        raise PipesDockerComponentError(
-            f"The component for image {self.image!r} declares no assets and no checks: "
-            "add at least one under 'assets' (or 'checks')."
-        )
+        return dg.Definitions(asset_checks=[self._multi_check(name, op)])
 
     def execute(
         self, context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         """One run of the job: what the job reported, with the run's metadata."""
         run_context = (
             context.op_execution_context
@@ -270,7 +301,7 @@ class PipesDockerComponent(dg.Component, dg.Resolvable):
         )
         def _run_container(
             context: dg.AssetExecutionContext,
-        ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
             yield from self.execute(context)
 
         return _run_container
@@ -302,38 +333,37 @@ class PipesDockerComponent(dg.Component, dg.Resolvable):
             words = [*first.asset_key.path, first.name]
         return re.sub(r"[^A-Za-z0-9_]", "_", "_".join(words))
 
-    def _channel(self) -> PipesDockerChannel | None:
-        dirs = {"temp_dir_root": self.temp_dir_root, "host_temp_dir_root": self.host_temp_dir_root}
-        dirs = {key: value for key, value in dirs.items() if value}
-        if self.channel == "streamed" or (self.channel is None and self.backend == "swarm"):
-            if dirs:
-                raise PipesDockerComponentError(
-                    f"{' and '.join(dirs)} apply to the auto and mounted channels only; "
-                    f"remove them or set 'channel: auto' (backend {self.backend})."
-                )
+    def _channel(self) -> PipesDockerChannel:
+        if self.channel == "streamed" or self.backend == "swarm":
             return PipesDockerStreamedChannel()
+        # An empty value (an unset {{ env('...', '') }}) means the default.
+        root, host_root = self.temp_dir_root or None, self.host_temp_dir_root or None
         if self.channel == "mounted":
-            return PipesDockerMountedChannel(**dirs)
-        return PipesDockerAutoChannel(**dirs)
+            return PipesDockerMountedChannel(temp_dir_root=root, host_temp_dir_root=host_root)
+        return PipesDockerAutoChannel(temp_dir_root=root, host_temp_dir_root=host_root)
 
     def _check_backend_attributes(self) -> None:
         defaults = {"pull_policy": "if_not_present"}
         other = _CONTAINER_ONLY if self.backend == "swarm" else _SWARM_ONLY
-        wrong = [
-            name
-            for name in other
-            if getattr(self, name) not in (None, defaults.get(name))
-        ]
+        wrong = [name for name in other if getattr(self, name) not in (None, defaults.get(name))]
         if wrong:
             raise PipesDockerComponentError(
-                f"{', '.join(wrong)} do{'es' if len(wrong) == 1 else ''} not apply to "
-                f"backend {self.backend}: remove {'it' if len(wrong) == 1 else 'them'}"
-                + (" or set 'backend: swarm'." if self.backend == "container" else ".")
+                f"{wrong[0]} does not apply to backend {self.backend}: remove it"
+                + (" or set 'backend: swarm'." if self.backend == "container" else "."),
+                attribute=wrong[0],
             )
         if self.backend == "swarm" and self.channel in ("auto", "mounted"):
             raise PipesDockerComponentError(
                 f"channel {self.channel} needs a filesystem the job shares with the "
-                "orchestrator, which a Swarm node does not: remove 'channel' (Swarm streams)."
+                "orchestrator, which a Swarm node does not: remove 'channel' (Swarm streams).",
+                attribute="channel",
+            )
+        dirs = [name for name in ("temp_dir_root", "host_temp_dir_root") if getattr(self, name)]
+        if dirs and (self.channel == "streamed" or self.backend == "swarm"):
+            raise PipesDockerComponentError(
+                f"{dirs[0]} applies to the auto and mounted channels only: remove it"
+                + (" or set 'channel: auto'." if self.backend == "container" else "."),
+                attribute=dirs[0],
             )
 
 
