@@ -293,3 +293,25 @@ def test_the_scaffolded_file_needs_only_the_image() -> None:
     given = defs_yaml("pipes_docker.PipesDockerComponent", name="x", image="job:1", asset_key="t/x")
     assert yaml.safe_load(given)["attributes"]["image"] == "job:1"
     assert yaml.safe_load(given)["attributes"]["assets"] == [{"key": "t/x", "kinds": ["docker"]}]
+
+
+def test_a_checks_only_component_runs_the_job_as_an_asset_check(pipes_root: Path) -> None:
+    comp = on_engine(
+        component(
+            """
+            image: registry.example/audit:1
+            env: {CHECK_ASSET: warehouse/orders}
+            checks: [{name: not_empty, asset: warehouse/orders}]
+            """
+        ),
+        FakeEngine(reports_every_asset),
+        pipes_root,
+    )
+    defs = comp.build_defs(None)  # type: ignore[arg-type]
+    [checks_def] = list(defs.asset_checks or [])
+    job = dg.Definitions(
+        assets=[dg.AssetSpec("warehouse/orders")], asset_checks=[checks_def]
+    ).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process()
+    [evaluation] = result.get_asset_check_evaluations()
+    assert (evaluation.check_name, evaluation.passed) == ("not_empty", True)
