@@ -167,8 +167,9 @@ build_dind_image() {
 # sources, the venv's exact versions and the base image's id.
 dagster_inputs_hash() {
     {
-        (cd "$ROOT" && find images/dagster examples/compose/definitions.py pipes_docker \
-            pyproject.toml -type f -not -path '*/__pycache__/*' -print0 |
+        (cd "$ROOT" && find images/dagster examples/compose/definitions.py examples/dg_project \
+            pipes_docker pyproject.toml -type f -not -path '*/__pycache__/*' \
+            -not -path '*.egg-info/*' -print0 |
             sort -z | xargs -0 sha256sum)
         "$PYTHON" -m pip freeze --exclude-editable 2>/dev/null
         docker image inspect --format '{{.Id}}' "$BASE_IMAGE"
@@ -188,6 +189,9 @@ build_dagster_image() {
     work="$(mktemp -d)"
     cp -R "$ROOT/images/dagster" "$work/context"
     cp "$ROOT/examples/compose/definitions.py" "$work/context/"
+    cp -R "$ROOT/examples/dg_project" "$work/context/dg_project"
+    find "$work/context/dg_project" \( -name __pycache__ -o -name '*.egg-info' \) -prune \
+        -exec rm -rf {} +
     # The package is built from a copy of its sources, so no build/ dir lands in the checkout.
     mkdir "$work/package"
     cp -R "$ROOT/pyproject.toml" "$ROOT/README.md" "$ROOT/pipes_docker" "$work/package/"

@@ -14,6 +14,7 @@ from pipes_docker.channels import (
     PipesDockerStreamedChannel,
 )
 from pipes_docker.client import PipesDockerClient
+from pipes_docker.component import PipesDockerComponent, PipesDockerComponentError
 from pipes_docker.dockerapi.endpoint import PipesDockerTLSConfig
 from pipes_docker.errors import (
     PipesDockerChannelError,
@@ -44,6 +45,8 @@ __all__ = [
     "PipesDockerChannel",
     "PipesDockerChannelError",
     "PipesDockerClient",
+    "PipesDockerComponent",
+    "PipesDockerComponentError",
     "PipesDockerConfigError",
     "PipesDockerContainerError",
     "PipesDockerCopyOut",

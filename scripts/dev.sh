@@ -66,7 +66,7 @@ up() {
     compose up -d --remove-orphans
     local deadline=$((SECONDS + UP_TIMEOUT_SECONDS)) state
     until ui_answers; do
-        for service in code webserver daemon; do
+        for service in code dg-code webserver daemon; do
             state="$(docker inspect --format '{{.State.Status}}' \
                 "$(compose ps -q "$service")" 2>/dev/null || echo missing)"
             if [[ "$state" != running ]]; then

@@ -38,7 +38,9 @@ def stack(docker_client: docker.DockerClient) -> Iterator[Stack]:
 def test_materialize_from_the_graph_and_read_the_containers_output(
     stack: Stack, page: Page, shot: Callable[[str], Path]
 ) -> None:
-    ui.open_asset_graph(page, stack.url)
+    # The stack has two code locations (examples/compose, examples/dg_project): the global
+    # lineage folds their groups, so the graph of this one's group is opened.
+    ui.open_group_graph(page, stack.url, "pipes-docker-stack", "default")
     expect(ui.graph_node(page, "word_counts")).to_be_visible()
     expect(ui.graph_node(page, "failing_report")).to_be_visible()
     shot("asset-graph")
@@ -85,3 +87,32 @@ def test_a_failing_container_shows_its_exit_code_and_stderr_in_the_error_view(
     expect(error).to_contain_text("pipes-docker-testjob:latest")
     expect(error).to_contain_text(FAILING_STDERR_LINE)
     shot("error-view")
+
+
+def test_a_yaml_defined_asset_materializes_with_its_metadata_and_logs(
+    stack: Stack, page: Page, shot: Callable[[str], Path]
+) -> None:
+    # examples/dg_project/src/dg_example/defs/word_counts/defs.yaml: no Python, a second code
+    # location of the stack (the dg-code service).
+    ui.materialize_from_asset_page(page, stack.url, "yaml_word_counts")
+    ui.open_launched_run(page)
+    ui.wait_for_run_status(page, "Success")
+    # The job's dagster-pipes log line, in the run's event log.
+    expect(visible_text(page, "counting words for asset yaml_word_counts").first).to_be_visible()
+    shot("yaml-run-succeeded")
+
+    ui.select_step(page, "yaml_word_counts")
+    ui.open_log_view(page, "stdout")
+    expect(visible_text(page, STDOUT_LINE)).to_have_count(1)
+    shot("yaml-stdout")
+
+    page.goto(f"{stack.url}/assets/yaml_word_counts", wait_until="domcontentloaded")
+    expect(
+        page.get_by_text("Word counts from the example Pipes job, declared in YAML.").first
+    ).to_be_visible()
+    expect(ui.metadata_value(page, "word_count")).to_have_text("16")
+    expect(ui.metadata_value(page, "pipes_docker/exit_code")).to_have_text("0")
+    expect(ui.metadata_value(page, "pipes_docker/image")).to_have_text(
+        "pipes-docker-example:latest"
+    )
+    shot("yaml-asset-metadata")

@@ -17,6 +17,13 @@ def open_asset_graph(page: Page, base_url: str) -> None:
     expect(page.get_by_text("Global asset lineage")).to_be_visible()
 
 
+def open_group_graph(page: Page, base_url: str, location: str, group: str) -> None:
+    """The lineage of one asset group (the global one folds groups once there are several)."""
+    page.goto(
+        f"{base_url}/locations/{location}/asset-groups/{group}", wait_until="domcontentloaded"
+    )
+
+
 def graph_node(page: Page, asset: str) -> Locator:
     return page.locator(f"foreignObject [data-tooltip='{asset}']")
 

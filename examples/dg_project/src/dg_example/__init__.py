@@ -1,0 +1,1 @@
+"""The example dg project: container jobs as Dagster assets, declared in YAML (``defs/``)."""
