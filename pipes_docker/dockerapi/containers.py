@@ -4,7 +4,6 @@ implemented with docker-py."""
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -31,11 +30,11 @@ from pipes_docker.container.engine import (
 from pipes_docker.dockerapi import private
 from pipes_docker.dockerapi.archives import tar_files, untar_one
 from pipes_docker.dockerapi.connection import (
-    DockerConnection,
     explain_api_error,
     is_read_timeout,
     is_transient_status,
 )
+from pipes_docker.dockerapi.images import ImageCalls
 from pipes_docker.dockerapi.stats import StatsSampler
 from pipes_docker.dockerapi.streams import SocketStream
 from pipes_docker.errors import (
@@ -48,7 +47,7 @@ from pipes_docker.retry import retry_transient_engine_errors
 __all__ = ["DockerEngine"]
 
 
-class DockerEngine:
+class DockerEngine(ImageCalls):
     """A :class:`~pipes_docker.container.engine.ContainerEngine` backed by docker-py.
 
     Args:
@@ -57,82 +56,15 @@ class DockerEngine:
             lazily lets a code location load while the engine is down.
     """
 
-    def __init__(self, client: docker.DockerClient | None = None) -> None:
-        self._connection = DockerConnection(client)
-        self._lock = threading.Lock()
-        self._digests: dict[str, list[str]] = {}
-
-    @property
-    def client(self) -> docker.DockerClient:
-        return self._connection.client
-
-    @property
-    def address(self) -> str:
-        """Where the engine is, without credentials: ``unix:///...``, ``tcp://...``, ``ssh://...``."""
-        return self._connection.address
-
-    @property
-    def source(self) -> str:
-        """How the engine was chosen (see :attr:`DockerConnection.source`)."""
-        return self._connection.source
-
-    @retry_transient_engine_errors
-    def image_id(self, image: str) -> str | None:
-        with self._connection.translate(f"inspecting image {image!r}"):
-            try:
-                attrs = self.client.api.inspect_image(image)
-            except docker.errors.ImageNotFound:
-                return None
-        with self._lock:
-            self._digests[str(attrs["Id"])] = list(attrs.get("RepoDigests") or [])
-        return str(attrs["Id"])
-
-    def image_digests(self, image_id: str) -> Sequence[str]:
-        # Read from the inspect image_id() made for this run: no round trip of its own.
-        with self._lock:
-            return list(self._digests.get(image_id, ()))
-
     @retry_transient_engine_errors
     def image_env(self, image: str) -> Mapping[str, str]:
-        with self._connection.translate(f"inspecting image {image!r}"):
-            try:
-                attrs = self.client.api.inspect_image(image)
-            except docker.errors.ImageNotFound as exc:
-                raise PipesDockerImageError(
-                    f"Image {image!r} was not found on the Docker engine at {self.address}.",
-                    image=image,
-                ) from exc
-        pairs = (item.partition("=") for item in (attrs.get("Config") or {}).get("Env") or [])
-        return {key: value for key, _, value in pairs}
-
-    @retry_transient_engine_errors
-    def pull(self, image: str, auth: Mapping[str, str] | None) -> None:
-        repository, tag = _split_reference(image)
-        with self._connection.translate(f"pulling image {image!r}"):
-            try:
-                events = self.client.api.pull(
-                    repository, tag=tag, stream=True, decode=True, auth_config=auth or None
-                )
-                # The engine reports most pull failures inside the stream with a 200 status.
-                # Read it to its end even after an error, so the connection is released.
-                failure = None
-                for event in events:
-                    if "error" in event and failure is None:
-                        failure = event.get("errorDetail", {}).get("message") or event["error"]
-                if failure is not None:
-                    raise PipesDockerImageError(
-                        f"Pulling image {image!r} from {self.address} failed: {failure}",
-                        image=image,
-                    )
-            except docker.errors.APIError as exc:
-                # The engine answers 500 when the registry refuses (bad credentials, unknown
-                # manifest): retrying would only resend a bad password. Only rate limits and
-                # gateway failures are worth another try.
-                if _is_pull_rate_limit(exc):
-                    raise
-                raise PipesDockerImageError(
-                    f"Pulling image {image!r} failed: {explain_api_error(exc)}", image=image
-                ) from exc
+        env = self.image_config_env(image)
+        if env is None:
+            raise PipesDockerImageError(
+                f"Image {image!r} was not found on the Docker engine at {self.address}.",
+                image=image,
+            )
+        return env
 
     @retry_transient_engine_errors
     def create(self, spec: ContainerSpec) -> CreatedContainer:
@@ -419,11 +351,6 @@ def _tty(spec: ContainerSpec) -> bool:
     return bool(spec.options.get("tty"))
 
 
-def _is_pull_rate_limit(exc: docker.errors.APIError) -> bool:
-    gateway = exc.status_code in (429, 502, 503, 504)
-    return gateway or "toomanyrequests" in explain_api_error(exc).lower()
-
-
 def _mount(mount: Mount) -> docker.types.Mount:
     return docker.types.Mount(
         mount.container_path, mount.host_path, type="bind", read_only=mount.read_only
@@ -436,18 +363,6 @@ def _missing_mount_source(exc: docker.errors.APIError, mounts: Sequence[Mount]) 
         return None
     text = explain_api_error(exc)
     return next((m.host_path for m in mounts if m.host_path in text), None)
-
-
-def _split_reference(image: str) -> tuple[str, str]:
-    """Split ``repo[:tag][@digest]`` into docker-py's (repository, tag) for a pull."""
-    if "@" in image:
-        repository, digest = image.split("@", 1)
-        return repository, digest
-    slash = image.rfind("/")
-    colon = image.rfind(":")
-    if colon > slash:
-        return image[:colon], image[colon + 1 :]
-    return image, "latest"
 
 
 def _listed(item: Mapping[str, Any]) -> ListedContainer:

@@ -4,7 +4,6 @@ implemented with docker-py, talking to a Swarm manager."""
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -16,10 +15,10 @@ import docker.types
 from pipes_docker.backend import OutputStream
 from pipes_docker.dockerapi import private
 from pipes_docker.dockerapi.connection import (
-    DockerConnection,
     explain_api_error,
     is_transient_status,
 )
+from pipes_docker.dockerapi.images import ImageCalls
 from pipes_docker.errors import PipesDockerEngineError, PipesDockerLaunchError
 from pipes_docker.retry import retry_transient_engine_errors
 from pipes_docker.swarm.engine import ServiceConfig, ServiceSpec, SwarmObject, TaskStatus
@@ -33,7 +32,7 @@ __all__ = ["DockerSwarmEngine"]
 _JOBS_CLEANED_UP_API = (1, 43)
 
 
-class DockerSwarmEngine:
+class DockerSwarmEngine(ImageCalls):
     """A :class:`SwarmEngine` backed by docker-py, talking to a Swarm manager.
 
     Args:
@@ -43,18 +42,9 @@ class DockerSwarmEngine:
     """
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
-        self._connection = DockerConnection(client)
-        self._lock = threading.Lock()
+        super().__init__(client)
         self._node_names: dict[str, str] = {}
         self._mode: str | None = None
-
-    @property
-    def address(self) -> str:
-        return self._connection.address
-
-    @property
-    def source(self) -> str:
-        return self._connection.source
 
     @retry_transient_engine_errors
     def service_mode(self) -> str:
@@ -242,16 +232,9 @@ class DockerSwarmEngine:
             except docker.errors.NotFound:
                 return None
 
-    @retry_transient_engine_errors
     def image_env(self, image: str) -> Mapping[str, str]:
         # The manager may not have the image at all: its nodes pull it themselves.
-        with self._connection.translate(f"inspecting image {image!r}"):
-            try:
-                attrs = self._api.inspect_image(image)
-            except docker.errors.NotFound:
-                return {}
-        pairs = (item.partition("=") for item in (attrs.get("Config") or {}).get("Env") or [])
-        return {key: value for key, _, value in pairs}
+        return self.image_config_env(image) or {}
 
     @retry_transient_engine_errors
     def list_services(self, labels: Mapping[str, str]) -> Sequence[SwarmObject]:

@@ -14,9 +14,13 @@ from .swarm_fakes import FakeSwarmEngine
 
 
 def operations(cls: type) -> dict[str, list[str]]:
+    """Public methods and their parameters, inherited ones included (nearest definition wins)."""
+    members: dict[str, object] = {}
+    for klass in reversed(cls.__mro__[:-1]):  # all but object
+        members.update(vars(klass))
     return {
         name: list(inspect.signature(member).parameters)
-        for name, member in vars(cls).items()
+        for name, member in members.items()
         if not name.startswith("_") and callable(member)
     }
 
