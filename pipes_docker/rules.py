@@ -10,14 +10,13 @@ What rules find is handed to dagster as Pipes messages (:meth:`RunRules.report`)
 session's own message handler: the materializations and checks come back from
 ``PipesClientCompletedInvocation.get_results()`` exactly as if the job had reported them.
 
-Cost: the sinks hand over text in chunks of whole lines. Each chunk is searched once by all the
-rules' patterns in one alternation (a C loop over the text); only a line a hit lands on is
-looked at line by line in Python. A flood of lines that match nothing costs one regex scan.
+Cost: the sinks hand over text in chunks of whole lines; ``rule_scan.LineScanner``
+finds the few lines some rule may match with C-speed searches over the whole chunk, and only
+those are matched rule by rule in Python.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import threading
@@ -30,6 +29,7 @@ from dagster import AssetCheckResult, AssetKey, MaterializeResult
 
 from pipes_docker.errors import PipesDockerOutputRuleError
 from pipes_docker.messages import PIPES_VERSION_KEY
+from pipes_docker.rule_scan import LineScanner
 
 __all__ = ["MetadataKind", "PipesDockerOutputRule", "RunRules", "check_rules", "run_rules"]
 
@@ -139,85 +139,6 @@ def check_rules(rules: Sequence[PipesDockerOutputRule] | None) -> tuple[PipesDoc
     return checked
 
 
-class _Scanner:
-    """Finds the lines of a text chunk that some rule matches, with one regex pass per chunk."""
-
-    def __init__(self, rules: Sequence[PipesDockerOutputRule]) -> None:
-        self._rules = tuple(rules)
-        # Rules anchored on a literal start (``^ERROR``, ``^rows written: ...``) are found with
-        # ``str.find`` (a fast substring search); only the others need a regex scan, in one
-        # alternation where they combine (groups renamed away so rules may share group names).
-        prefixes = [_literal_prefix(rule.pattern) for rule in rules]
-        self._prefixes = tuple(p for p in prefixes if p)
-        scanned = [rule for rule, p in zip(rules, prefixes, strict=True) if not p]
-        self._each = [re.compile(rule.pattern, re.MULTILINE) for rule in scanned]
-        self._prefilter: re.Pattern[str] | None = None
-        if scanned:
-            # Inline flags or back-references do not combine: then one pass per rule.
-            with contextlib.suppress(re.error):
-                self._prefilter = re.compile(
-                    "|".join(f"(?:{_ungrouped(rule.pattern)})" for rule in scanned),
-                    re.MULTILINE,
-                )
-
-    def matches(self, text: str) -> Iterator[tuple[PipesDockerOutputRule, re.Match[str]]]:
-        if "\r" in text:  # a CRLF line ends where its LF line would
-            text = text.replace("\r\n", "\n")
-        for start in self._hit_lines(text):
-            end = text.find("\n", start)
-            line = text[start : len(text) if end < 0 else end]
-            for rule in self._rules:
-                match = rule.regex.search(line)
-                if match is not None:
-                    yield rule, match
-
-    def _hit_lines(self, text: str) -> Iterator[int]:
-        """The start of every line some pattern may match, in order, each once."""
-        patterns = [self._prefilter] if self._prefilter is not None else self._each
-        starts: set[int] = set()
-        for prefix in self._prefixes:
-            if text.startswith(prefix):
-                starts.add(0)
-            needle = "\n" + prefix
-            position = text.find(needle)
-            while position >= 0:
-                starts.add(position + 1)
-                position = text.find(needle, position + 1)
-        for pattern in patterns:
-            position = 0
-            while (hit := pattern.search(text, position)) is not None:
-                start = text.rfind("\n", 0, hit.start()) + 1
-                starts.add(start)
-                end = text.find("\n", hit.start())
-                if end < 0:
-                    break
-                position = end + 1
-        yield from sorted(starts)
-
-
-_LITERAL = re.compile(r"\^([^\\.^$*+?{}\[\]|()]+)")
-
-
-def _literal_prefix(pattern: str) -> str:
-    """The literal text every match of ``pattern`` starts a line with, or ``""``.
-
-    Only for a pattern of one branch that starts with ``^`` and plain characters; a character
-    a quantifier follows is not part of it.
-    """
-    found = _LITERAL.match(pattern)
-    if found is None or "|" in pattern:
-        return ""
-    prefix = found.group(1)
-    if pattern[found.end() : found.end() + 1] in ("?", "*", "{"):
-        prefix = prefix[:-1]
-    return prefix
-
-
-def _ungrouped(pattern: str) -> str:
-    """``pattern`` with its named groups made plain groups (``(?P<x>`` -> ``(``)."""
-    return re.sub(r"\(\?P<[A-Za-z_][A-Za-z0-9_]*>", "(", pattern)
-
-
 @dataclass
 class _Findings:
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -244,14 +165,14 @@ class RunRules:
         self._findings = _Findings()
         self._lock = threading.Lock()
         self._scanners = {
-            stream: _Scanner([r for r in rules if r.stream in (stream, "both")])
+            stream: LineScanner([r for r in rules if r.stream in (stream, "both")])
             for stream in ("stdout", "stderr")
         }
 
     def watcher(self, stream: str) -> _RuleTarget | None:
         """A text target for the sink of ``stream``; ``None`` when no rule reads it."""
         scanner = self._scanners[stream]
-        if not scanner._rules:
+        if not scanner.rules:
             return None
         return _RuleTarget(scanner, self._found)
 
@@ -333,7 +254,7 @@ class _RuleTarget:
 
     def __init__(
         self,
-        scanner: _Scanner,
+        scanner: LineScanner[PipesDockerOutputRule],
         found: Callable[[PipesDockerOutputRule, re.Match[str]], None],
     ) -> None:
         self._scanner = scanner

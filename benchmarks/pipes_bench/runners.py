@@ -203,7 +203,9 @@ class PipesDockerRunner(DagsterRunner):
         channels = {"mounted": PipesDockerMountedChannel, "streamed": PipesDockerStreamedChannel}
         self.expect = spec.expect or spec.channel
         self.client = PipesDockerClient(
-            docker_client=docker_client(url),
+            # The local engine: none given, as a user's default (it is chosen from the
+            # environment, its API version remembered across processes).
+            docker_client=docker_client(url) if url is not None else None,
             container_kwargs={"network_mode": spec.network},
             forward_stdio=True,
             reattach=spec.reattach,

@@ -2,9 +2,9 @@
 
 Dagster runs every step in a new process, so a cache that lives as long as the process is empty
 for every step: each one would pay for the probe (a container created, read and removed, some
-60 ms on a local engine). The answers are therefore also kept on disk, one small file per
-question, in the user's cache dir (``$PIPES_DOCKER_CACHE_DIR``, else
-``$XDG_CACHE_HOME/pipes-docker``, else ``~/.cache/pipes-docker``).
+60 ms on a local engine). The answers are therefore also kept on disk
+(:mod:`pipes_docker.answer_files`: one private file per question, written atomically, every
+failure a miss).
 
 An answer is only reused for the same question asked from the same place: the key holds the
 engine's address, both roots, and what identifies this process's view of the filesystem (the
@@ -12,27 +12,17 @@ host name, the kernel's boot id, and the device and inode of the local root), so
 its own ``/tmp``, another machine sharing the home dir or a reboot asks afresh. Answers expire
 after :data:`ANSWER_TTL_SECONDS`. An answer found wrong (the engine refuses to mount a run's dir
 it was said to see) is forgotten by the caller (:meth:`ProbeCache.forget`).
-
-Writers replace a file atomically (write a temp file, then rename), so concurrent processes
-never read half an answer; the last writer wins, and every writer writes a true answer. Anything
-unexpected (no home dir, a read-only disk, a corrupt or foreign file) makes the cache miss, never
-fail: the caller then probes as before.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-import socket
-import stat
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+from pipes_docker.answer_files import AnswerFiles, default_cache_dir, machine_identity
 
 __all__ = ["ANSWER_TTL_SECONDS", "ProbeCache", "ProbeKey", "default_cache_dir"]
 
@@ -40,18 +30,6 @@ __all__ = ["ANSWER_TTL_SECONDS", "ProbeCache", "ProbeKey", "default_cache_dir"]
 # swapped behind the same address is noticed without anyone clearing anything.
 ANSWER_TTL_SECONDS = 3600.0
 _FORMAT = 1
-_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-
-
-def default_cache_dir() -> str | None:
-    """Where answers are kept, or ``None`` when this process has no cache dir."""
-    explicit = os.environ.get("PIPES_DOCKER_CACHE_DIR")
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    if not os.path.isabs(base):
-        return None  # no home dir ("~" left unexpanded): keep nothing rather than guess
-    return os.path.join(base, "pipes-docker")
 
 
 @dataclass(frozen=True)
@@ -74,8 +52,7 @@ class ProbeKey:
             "engine_address": self.engine_address,
             "local_root": self.local_root,
             "engine_root": self.engine_root,
-            "host": socket.gethostname(),
-            "boot_id": _boot_id(),
+            **machine_identity(),
             "root_dev": info.st_dev,
             "root_ino": info.st_ino,
         }
@@ -88,7 +65,7 @@ class CachedAnswer:
 
 
 class ProbeCache:
-    """Answers on disk under ``directory``; every failure is a miss.
+    """Probe answers on disk under ``directory``; every failure is a miss.
 
     Args:
         directory: Where answer files go (made 0700 on first store); ``None`` keeps nothing.
@@ -103,101 +80,28 @@ class ProbeCache:
         ttl_seconds: float = ANSWER_TTL_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._directory = directory
-        self._ttl = ttl_seconds
-        self._clock = clock
+        self._files = AnswerFiles(directory, "probe", ttl_seconds=ttl_seconds, clock=clock)
 
     def load(self, key: ProbeKey) -> CachedAnswer | None:
-        located = self._locate(key)
-        if located is None:
-            return None
-        path, fingerprint = located
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError:
-            return None
-        try:
-            info = os.fstat(fd)
-            if info.st_uid != os.getuid() or info.st_size > 64 * 1024:
-                return None
-            with os.fdopen(fd, "rb", closefd=False) as file:
-                record = orjson.loads(file.read())
-        except (OSError, ValueError):
-            return None
-        finally:
-            os.close(fd)
-        if not isinstance(record, dict) or record.get("key") != fingerprint:
-            return None  # another question's file (a hash collision) or a foreign one
-        age = self._clock() - _as_float(record.get("stored_at"))
-        if not 0 <= age <= self._ttl or not isinstance(record.get("shared"), bool):
+        fingerprint = _fingerprint(key)
+        record = self._files.load(fingerprint) if fingerprint is not None else None
+        if record is None or not isinstance(record.get("shared"), bool):
             return None
         return CachedAnswer(record["shared"], str(record.get("reason", "")))
 
     def store(self, key: ProbeKey, answer: CachedAnswer) -> None:
-        located = self._locate(key)
-        if located is None or not self._ensure_directory():
-            return
-        path, fingerprint = located
-        data = orjson.dumps(
-            {
-                "key": fingerprint,
-                "shared": answer.shared,
-                "reason": answer.reason,
-                "stored_at": self._clock(),
-            }
-        )
-        temp_path = None
-        try:
-            fd, temp_path = tempfile.mkstemp(prefix=".answer-", dir=os.path.dirname(path))
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.replace(temp_path, path)  # atomic: readers see the old answer or the new one
-            temp_path = None
-        except OSError:
-            pass
-        finally:
-            if temp_path is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp_path)
+        fingerprint = _fingerprint(key)
+        if fingerprint is not None:
+            self._files.store(fingerprint, {"shared": answer.shared, "reason": answer.reason})
 
     def forget(self, key: ProbeKey) -> None:
-        located = self._locate(key)
-        if located is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(located[0])
-
-    def _locate(self, key: ProbeKey) -> tuple[str, dict[str, Any]] | None:
-        if self._directory is None:
-            return None
-        try:
-            fingerprint = key.fingerprint()
-        except OSError:
-            return None
-        digest = hashlib.sha256(orjson.dumps(fingerprint, option=orjson.OPT_SORT_KEYS))
-        return os.path.join(self._directory, f"probe-{digest.hexdigest()[:32]}.json"), fingerprint
-
-    def _ensure_directory(self) -> bool:
-        """Make the dir (0700) if needed; ``False`` when it is not a private dir of ours."""
-        assert self._directory is not None
-        try:
-            os.makedirs(self._directory, mode=stat.S_IRWXU, exist_ok=True)
-            info = os.lstat(self._directory)
-        except OSError:
-            return False
-        return (
-            stat.S_ISDIR(info.st_mode)
-            and info.st_uid == os.getuid()
-            and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        )
+        fingerprint = _fingerprint(key)
+        if fingerprint is not None:
+            self._files.forget(fingerprint)
 
 
-def _boot_id() -> str:
+def _fingerprint(key: ProbeKey) -> dict[str, Any] | None:
     try:
-        with open(_BOOT_ID_PATH, encoding="ascii") as file:
-            return file.read().strip()
+        return key.fingerprint()
     except OSError:
-        return ""
-
-
-def _as_float(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) else float("-inf")
+        return None

@@ -22,6 +22,7 @@ import requests.exceptions
 import urllib3.exceptions
 
 from pipes_docker.dockerapi import private
+from pipes_docker.dockerapi.api_version import ApiVersionMemory, refused_version
 from pipes_docker.dockerapi.endpoint import DockerEndpoint, choose_endpoint, without_credentials
 from pipes_docker.dockerapi.streams import ResponseStream
 from pipes_docker.errors import PipesDockerEngineError, PipesDockerError
@@ -44,13 +45,17 @@ class DockerConnection:
         client: The docker-py client to use. When ``None``, one is made on first use for the
             engine the ``docker`` CLI would choose (:func:`choose_endpoint`: ``DOCKER_HOST``,
             else a Docker context, else the local socket) and kept for later runs; making it
-            lazily lets a code location load while the engine is down.
+            lazily lets a code location load while the engine is down. It speaks the API
+            version the engine gave an earlier process (:mod:`.api_version`), if any, which
+            saves the version request a fresh process would make.
     """
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self._client = client
         self._endpoint: DockerEndpoint | None = None
         self._lock = threading.RLock()
+        # The remembered API versions this connection's clients were made with.
+        self._pinned: set[str] = set()
 
     @property
     def endpoint(self) -> DockerEndpoint | None:
@@ -75,7 +80,7 @@ class DockerConnection:
                         endpoint.source,
                     )
                     try:
-                        self._client = endpoint.connect()
+                        self._client = self._connect(endpoint)
                     except docker.errors.DockerException as exc:
                         failure = tls_failure(exc)
                         if failure is not None:
@@ -93,6 +98,30 @@ class DockerConnection:
                             transient=True,
                         ) from exc
         return self._client
+
+    def _connect(self, endpoint: DockerEndpoint) -> docker.DockerClient:
+        memory = ApiVersionMemory()
+        remembered = memory.load(endpoint)
+        if remembered is not None:
+            self._pinned.add(remembered)
+            return endpoint.connect(version=remembered)
+        client = endpoint.connect()
+        memory.store(endpoint, str(client.api.api_version))
+        return client
+
+    def _forget_refused_version(self, exc: docker.errors.APIError) -> str | None:
+        """The remembered version the engine refused, now forgotten here and on disk (the next
+        use of :attr:`client` asks the engine); ``None`` for any other failure."""
+        version = refused_version(exc)
+        if version is None or version not in self._pinned:
+            return None
+        with self._lock:
+            if self._client is not None and self._client.api.api_version == version:
+                endpoint = self.endpoint
+                if endpoint is not None:
+                    ApiVersionMemory().forget(endpoint)
+                self._client = None
+        return version
 
     @property
     def source(self) -> str:
@@ -155,6 +184,14 @@ class DockerConnection:
                 raise self._tls_error(failure) from exc
             raise self._unreachable(action, exc) from exc
         except docker.errors.APIError as exc:
+            refused = self._forget_refused_version(exc)
+            if refused is not None:
+                raise PipesDockerEngineError(
+                    f"The Docker engine at {self.address} does not speak API version {refused},"
+                    f" which it gave an earlier run ({explain_api_error(exc)}); it is forgotten"
+                    " and the engine asked again.",
+                    transient=True,
+                ) from exc
             if is_transient_status(exc):
                 raise PipesDockerEngineError(
                     f"The Docker engine at {self.address} failed while {action}:"

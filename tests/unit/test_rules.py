@@ -24,6 +24,7 @@ from pipes_docker import (
     PipesDockerSwarmClient,
 )
 from pipes_docker.container.engine import ContainerSpec
+from pipes_docker.rule_scan import LineScanner
 from pipes_docker.rules import RunRules
 
 from .fakes import FakeContainer, FakeEngine
@@ -228,3 +229,32 @@ def test_rules_events_are_dagster_events() -> None:
     engine = FakeEngine(behaviour=legacy_job(stdout=["rows written: 5"]))
     result = run_assets(PipesDockerClient(engine=engine), output_rules=[ROWS])
     assert any(e.event_type == DagsterEventType.ASSET_MATERIALIZATION for e in result.all_events)
+
+
+def lines_found(rules: Sequence[PipesDockerOutputRule], text: str) -> list[str]:
+    return [match.string for _, match in LineScanner(rules).matches(text)]
+
+
+def test_a_chunk_without_a_prefix_character_finds_nothing_and_with_it_finds_every_line() -> None:
+    rules = [
+        PipesDockerOutputRule(r"^ERROR", log_level="error"),
+        PipesDockerOutputRule(r"^WARN(ING)?\b", log_level="warning"),
+    ]
+    flood = "x" * 127 + "\n"
+    assert lines_found(rules, flood * 500) == []
+    # The characters of both prefixes are there, but not at a line's start: still nothing.
+    assert lines_found(rules, "no ERROR, no WARNING here\n" * 50) == []
+    text = "WARNING: first\n" + flood * 3 + "ERROR x\nERRORS\n WARN\nWARNED\n" + flood + "WARN\n"
+    assert lines_found(rules, text) == ["WARNING: first", "ERROR x", "ERRORS", "WARN"]
+
+
+def test_anchored_rules_without_a_literal_start_find_lines_next_to_each_other() -> None:
+    rules = [
+        PipesDockerOutputRule(r"^\s*$", log_level="debug"),
+        PipesDockerOutputRule(r"^\d+ rows$", log_level="info"),
+        PipesDockerOutputRule(r"^(?P<w>\w)x(?P=w)$", log_level="info"),  # does not combine
+        PipesDockerOutputRule(r"^done(?!\s)", log_level="info"),  # reads past the line
+    ]
+    text = "a\n\n  \n12 rows\nbxb\n3 rows later\ndone\n"
+    assert lines_found(rules, text) == ["", "  ", "12 rows", "bxb", "done"]
+    assert lines_found(rules, "7 rows\n") == ["7 rows"]
