@@ -31,6 +31,7 @@ from pipes_docker.errors import PipesDockerFilesError
 __all__ = ["PipesDockerCopyOut", "check_copy_out", "copy_out_after_exit"]
 
 _HASH_CHUNK = 1 << 20
+_HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
 
 
 @dataclass(frozen=True)
@@ -162,11 +163,37 @@ def _copy_path(
 
 
 def _extract(archive: tarfile.TarFile, member: tarfile.TarInfo, destination: str) -> str | None:
-    """Extract one member safely (no absolute paths, no links out); its path if a file."""
-    archive.extract(member, destination, filter="data")
+    """Extract one member safely (no absolute paths, no links out); its path if a file.
+
+    tarfile's ``"data"`` filter does the checking where it exists (Python 3.11.4 and later);
+    on an older 3.11 (Debian bookworm's is 3.11.2) the same rules are checked here first.
+    """
+    if _HAS_DATA_FILTER:
+        archive.extract(member, destination, filter="data")
+    else:
+        _check_member(member)
+        archive.extract(member, destination, set_attrs=False)
     if not member.isfile():
         return None
     return os.path.join(destination, *member.name.split("/"))
+
+
+def _check_member(member: tarfile.TarInfo) -> None:
+    """What the ``"data"`` filter refuses: paths and links that leave the destination, and
+    anything but files, directories and links."""
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise tarfile.TarError(f"{member.name!r} is not a file, directory or link")
+    _check_inside(member.name, member.name)
+    if member.issym():
+        _check_inside(posixpath.join(posixpath.dirname(member.name), member.linkname), member.name)
+    elif member.islnk():
+        _check_inside(member.linkname, member.name)
+
+
+def _check_inside(path: str, name: str) -> None:
+    normal = posixpath.normpath(path)
+    if posixpath.isabs(path) or normal == ".." or normal.startswith("../"):
+        raise tarfile.TarError(f"{name!r} would land outside the destination")
 
 
 def _discard(destination: str, written: Sequence[str]) -> None:

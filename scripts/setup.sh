@@ -10,7 +10,8 @@
 #
 # Usage: scripts/setup.sh [--demo]
 #   --demo: only what the demo needs (scripts/demo.sh): the engine, mmdebstrap, the package in
-#   .venv without its dev dependencies, and the base and example images.
+#   .venv without its dev dependencies, and the base, example and shell-dash images (the demo's
+#   shell-only job runs in an image with no Python).
 set -euo pipefail
 
 MODE="full"
@@ -115,7 +116,7 @@ install_system_packages
 start_engine
 make_venv
 if [[ "$MODE" == demo ]]; then
-    images/build.sh example
+    images/build.sh example shell-dash
 else
     images/build.sh
 fi

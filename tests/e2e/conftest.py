@@ -43,6 +43,7 @@ STACK_IMAGES = (
     "pipes-docker-dagster:latest",
     "pipes-docker-example:latest",
     "pipes-docker-testjob:latest",
+    "pipes-docker-shell-busybox:latest",  # examples/dg_project's shell jobs
 )
 UI_TIMEOUT_MS = 30_000
 

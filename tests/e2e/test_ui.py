@@ -4,9 +4,13 @@ The stack (``scripts/dev.sh up``) runs with the client's default settings: its c
 runs in a container on the host's engine, so the job containers are siblings and the default
 channel streams. A user materializes an asset from the asset graph, reads what the container
 wrote in the step's stdout and stderr views, finds the run metadata on the asset's page, and
-sees a failing container's exit code and stderr tail in the error view.
+sees a failing container's exit code and stderr tail in the error view. The YAML-only code
+location (examples/dg_project) adds a shell-only job whose metadata and check come from the
+`dagster-pipes` shell command, and an unchanged legacy job whose metadata comes from output
+rules and whose file is copied out into the code location's container.
 """
 
+import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +26,11 @@ STDOUT_LINE = "read 16 words"
 STDERR_LINE = "this line goes to stderr"
 # What examples/compose/definitions.py's failing_report container writes before exiting with 3.
 FAILING_STDERR_LINE = "partner feed is empty: nothing to load"
+# What examples/dg_project's legacy_export job writes, and where copy_out puts it in the stack
+# (PIPES_DOCKER_EXAMPLE_FILES, examples/compose/docker-compose.yml).
+EXPORT_CSV = b"region,total\nnorth,120\nsouth,95\neast,143\n"
+EXPORT_IN_CONTAINER = "/out/export.csv"
+EXPORT_ARRIVED = "/dagster-home/files/yaml_legacy_export/export.csv"
 
 
 def visible_text(page: Page, text: str) -> Locator:
@@ -116,3 +125,73 @@ def test_a_yaml_defined_asset_materializes_with_its_metadata_and_logs(
         "pipes-docker-example:latest"
     )
     shot("yaml-asset-metadata")
+
+
+def test_a_shell_only_yaml_asset_shows_its_metadata_and_its_passing_check(
+    stack: Stack, page: Page, shot: Callable[[str], Path]
+) -> None:
+    # examples/dg_project/src/dg_example/defs/shell_report/defs.yaml: a BusyBox image with no
+    # Python; the job reports through the injected `dagster-pipes` shell command.
+    ui.materialize_from_asset_page(page, stack.url, "yaml_shell_report")
+    ui.open_launched_run(page)
+    ui.wait_for_run_status(page, "Success")
+    expect(visible_text(page, "counted 3 lines in yaml_shell_report").first).to_be_visible()
+    expect(
+        visible_text(page, "succeeded for materialization of").filter(has_text="has_lines").first
+    ).to_be_visible()
+    shot("shell-run-succeeded")
+
+    page.goto(f"{stack.url}/assets/yaml_shell_report", wait_until="domcontentloaded")
+    expect(ui.metadata_value(page, "lines")).to_have_text("3")
+    expect(ui.metadata_value(page, "shell")).to_have_text("busybox")
+    expect(ui.metadata_value(page, "pipes_docker/image")).to_have_text(
+        "pipes-docker-shell-busybox:latest"
+    )
+    shot("shell-asset-metadata")
+
+    ui.open_asset_check(page, stack.url, "yaml_shell_report", "has_lines")
+    # The list says "Succeeded" under the check's name, its latest execution "Passed".
+    expect(page.get_by_text("Succeeded", exact=True)).to_be_visible()
+    expect(page.get_by_text("Passed", exact=True)).to_be_visible()
+    expect(ui.metadata_value(page, "lines")).to_have_text("3")
+    shot("shell-check-passed")
+
+
+def test_a_legacy_yaml_asset_shows_its_rule_metadata_and_the_file_it_brought_back(
+    stack: Stack, page: Page, shot: Callable[[str], Path], docker_client: docker.DockerClient
+) -> None:
+    # examples/dg_project/src/dg_example/defs/legacy_export/defs.yaml: an unchanged job; output
+    # rules read its lines, copy_out brings its CSV back into the code location's container.
+    ui.materialize_from_asset_page(page, stack.url, "yaml_legacy_export")
+    ui.open_launched_run(page)
+    ui.wait_for_run_status(page, "Success")
+    # The job's WARNING line, logged by a rule; the rule-made check.
+    expect(visible_text(page, "WARNING region west had no data").first).to_be_visible()
+    expect(
+        visible_text(page, "succeeded for materialization of")
+        .filter(has_text="export_complete")
+        .first
+    ).to_be_visible()
+    shot("legacy-run-succeeded")
+
+    page.goto(f"{stack.url}/assets/yaml_legacy_export", wait_until="domcontentloaded")
+    expect(ui.metadata_value(page, "rows")).to_have_text("3")
+    files = ui.metadata_value(page, "pipes_docker/files")
+    expect(files).to_contain_text(f'"{EXPORT_IN_CONTAINER}"')
+    expect(files).to_contain_text(f'"path": "{EXPORT_ARRIVED}"')
+    expect(files).to_contain_text(f'"size": {len(EXPORT_CSV)}')
+    expect(files).to_contain_text(f'"sha256": "{hashlib.sha256(EXPORT_CSV).hexdigest()}"')
+    page.get_by_role("cell", name="pipes_docker/files", exact=True).scroll_into_view_if_needed()
+    shot("legacy-asset-metadata")
+
+    # The file is where the metadata says: in the code location's container (dg-code).
+    (code,) = docker_client.containers.list(
+        filters={
+            "label": [
+                f"com.docker.compose.project={stack.project}",
+                "com.docker.compose.service=dg-code",
+            ]
+        }
+    )
+    done = code.exec_run(["cat", EXPORT_ARRIVED])
+    assert (done.exit_code, done.output) == (0, EXPORT_CSV)

@@ -87,3 +87,11 @@ def open_step_failure(page: Page) -> Locator:
     dialog = page.get_by_role("dialog")
     expect(dialog).to_be_visible()
     return dialog
+
+
+def open_asset_check(page: Page, base_url: str, asset: str, check: str) -> None:
+    """The asset page's Checks tab, with ``check`` picked from its list."""
+    page.goto(f"{base_url}/assets/{asset}", wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Checks").click()
+    page.get_by_text(check, exact=True).first.click()
+    expect(page.get_by_text("Evaluation result")).to_be_visible()

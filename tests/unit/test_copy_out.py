@@ -1,7 +1,9 @@
 """Files brought back: paths in the container copied out after the job, before removal."""
 
 import hashlib
+import io
 import os
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from pipes_docker import (
     PipesDockerCopyOut,
     PipesDockerFilesError,
     PipesDockerSwarmClient,
+    retrieve,
 )
 from pipes_docker.container.engine import ContainerSpec
 
@@ -102,6 +105,51 @@ def test_a_failed_job_still_brings_its_files_back_and_its_exit_is_the_error(
             copy_out=PipesDockerCopyOut(["/out/report.csv", "/out/nope"], str(tmp_path)),
         )
     assert (tmp_path / "report.csv").read_bytes() == REPORT
+
+
+# Python 3.11 before 3.11.4 (Debian bookworm's 3.11.2) has no tarfile "data" filter: the
+# client then checks each member itself. Both ways must bring files back and refuse escapes.
+FILTERS = [
+    pytest.param(True, id="tarfile-data-filter"),
+    pytest.param(False, id="own-checks"),
+]
+
+
+class HostileArchiveEngine(FakeEngine):
+    """An engine whose archive holds a link that points out of the destination."""
+
+    def get_archive(self, container_id: str, path: str) -> io.BytesIO | None:
+        super().get_archive(container_id, path)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            link = tarfile.TarInfo("report.csv")
+            link.type, link.linkname = tarfile.SYMTYPE, "../../etc/passwd"
+            archive.addfile(link)
+        return io.BytesIO(buffer.getvalue())
+
+
+@pytest.mark.parametrize("data_filter", FILTERS)
+def test_files_arrive_and_links_out_are_refused_with_or_without_tarfiles_filter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_filter: bool
+) -> None:
+    if data_filter and not hasattr(tarfile, "data_filter"):
+        pytest.fail("this interpreter has no tarfile data filter: run the tests on 3.11.4+")
+    monkeypatch.setattr(retrieve, "_HAS_DATA_FILTER", data_filter)
+    result = run_asset(
+        PipesDockerClient(engine=FakeEngine(behaviour=writes_files())),
+        copy_out=PipesDockerCopyOut(["/out/report.csv", "/out/plots"], str(tmp_path / "ok")),
+    )
+    assert (tmp_path / "ok" / "plots" / "deep" / "b.txt").read_bytes() == b"b" * 20
+    assert files_metadata(result)["pipes_docker/files"]["/out/report.csv"]["size"] == len(REPORT)
+
+    hostile = HostileArchiveEngine(behaviour=writes_files())
+    with pytest.raises(PipesDockerFilesError, match="outside the destination"):
+        run_asset(
+            PipesDockerClient(engine=hostile),
+            copy_out=PipesDockerCopyOut(["/out/report.csv"], str(tmp_path / "bad")),
+        )
+    assert not os.path.lexists(tmp_path / "bad" / "report.csv")
+    assert hostile.live_containers() == []
 
 
 @pytest.mark.parametrize(
