@@ -168,7 +168,7 @@ build_dind_image() {
 dagster_inputs_hash() {
     {
         (cd "$ROOT" && find images/dagster examples/compose/definitions.py examples/dg_project \
-            pipes_docker pyproject.toml -type f -not -path '*/__pycache__/*' \
+            pipes_docker pyproject.toml LICENSE -type f -not -path '*/__pycache__/*' \
             -not -path '*.egg-info/*' -print0 |
             sort -z | xargs -0 sha256sum)
         "$PYTHON" -m pip freeze --exclude-editable 2>/dev/null
@@ -194,7 +194,7 @@ build_dagster_image() {
         -exec rm -rf {} +
     # The package is built from a copy of its sources, so no build/ dir lands in the checkout.
     mkdir "$work/package"
-    cp -R "$ROOT/pyproject.toml" "$ROOT/README.md" "$ROOT/pipes_docker" "$work/package/"
+    cp -R "$ROOT/pyproject.toml" "$ROOT/README.md" "$ROOT/LICENSE" "$ROOT/pipes_docker" "$work/package/"
     find "$work/package" -name __pycache__ -prune -exec rm -rf {} +
     "$PYTHON" -m pip freeze --exclude-editable 2>/dev/null >"$work/context/constraints.txt"
     version="$("$PYTHON" -c 'import dagster; print(dagster.__version__)')"
