@@ -141,6 +141,7 @@ class JobLauncher:
         on_interrupt: Callable[[BaseException], None] | None = None,
         graceful_stop: bool = True,
         remove_in_background: bool = False,
+        on_created: Callable[[str], None] | None = None,
         on_started: Callable[[str], None] | None = None,
         adopt: Job | None = None,
         after_exit: Callable[[Job, JobExit], Mapping[str, object]] | None = None,
@@ -156,7 +157,9 @@ class JobLauncher:
 
         With ``adopt``, no job is made: that existing one (running, or ended), found again
         after a restart, is driven from where it is, its output read again from its start.
-        ``on_started`` is called with the id of a job this call started. ``after_exit`` runs
+        ``on_created`` is called with the id of a job this call made, as soon as it exists (a
+        Swarm task may run, and a restart need to find it, before its manager says it started),
+        ``on_started`` once it runs. ``after_exit`` runs
         once a job has ended on its own and its output is read, before it is removed (files are
         copied out of it there); what it returns joins the outcome's metadata.
 
@@ -173,6 +176,9 @@ class JobLauncher:
         try:
             if job is None:
                 job = self._backend.create(spec)
+                phase = _Phase.STARTING
+                if on_created is not None:
+                    on_created(job.target.id)
             # From here the job may be running: a Swarm service's task starts on its own.
             phase = _Phase.STARTING
             follower = job.follow(stdout, stderr)

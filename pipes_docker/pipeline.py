@@ -248,11 +248,12 @@ class RunPipeline:
                     on_interrupt=interrupt_logger(context, f"the {self.backend.kind}"),
                     graceful_stop=settings.forward_termination,
                     remove_in_background=True,
-                    on_started=note.on_started(
+                    on_created=(
                         self._reattach.recorder(context, channel.launch_record)
                         if settings.reattach
                         else None
                     ),
+                    on_started=note.on_started(None),
                     adopt=adoption.found.job if adoption is not None else None,
                     after_exit=(
                         copy_out_after_exit(files_out, context.log.warning)

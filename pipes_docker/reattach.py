@@ -106,7 +106,7 @@ class Reattach:
         context: OpExecutionContext | AssetExecutionContext,
         launch_record: Mapping[str, str],
     ) -> Callable[[str], None]:
-        """The call that records a launch once the job started (``on_started``)."""
+        """The call that records a launch as soon as the job exists (``on_created``)."""
 
         def record(job_id: str) -> None:
             try:

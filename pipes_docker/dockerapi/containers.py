@@ -278,7 +278,10 @@ class DockerEngine(ImageCalls):
             name=str(attrs.get("Name", "")).lstrip("/"),
             image=str((attrs.get("Config") or {}).get("Image", "")),
             running=running,
-            exit_code=None if running else int(state.get("ExitCode", -1)),
+            # One that never started did not end well: a restart removes it and runs afresh.
+            exit_code=None
+            if running
+            else (-1 if state.get("Status") == "created" else int(state.get("ExitCode", -1))),
             tty=bool((attrs.get("Config") or {}).get("Tty")),
             labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
         )

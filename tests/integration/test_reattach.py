@@ -5,13 +5,14 @@ Exactly one container runs the job; every message it sent, before and after the 
 the new run; the orphan sweep leaves the adopted container alone; nothing is left at the end.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import docker
@@ -123,12 +124,23 @@ def test_a_sigkilled_run_reexecuted_from_failure_adopts_its_container(
     assert list((tmp_path / "pipes-tmp").iterdir()) == []
 
 
+@pytest.fixture
+def swarm_cleared(swarm: SwarmCluster) -> Iterator[SwarmCluster]:
+    """The Swarm, with whatever a failed test left of ours removed after it: one failure must
+    not make every later Swarm test fail its own nothing-left check (the test asserts first)."""
+    yield swarm
+    for item in [*ours(swarm.manager.services.list()), *ours(swarm.manager.configs.list())]:
+        with contextlib.suppress(docker.errors.NotFound):
+            item.remove()
+
+
 def test_a_sigkilled_swarm_run_reexecuted_from_failure_adopts_its_service(
-    tmp_path: Path, swarm: SwarmCluster
+    tmp_path: Path, swarm_cleared: SwarmCluster
 ) -> None:
     """The same on a two-node Swarm: the job's task runs on the worker while its orchestrator
     is killed; the re-executed run adopts the service and reads its messages again from the
     service's logs. The worker's engine says how often the job's container was started."""
+    swarm = swarm_cleared
     (tmp_path / "home").mkdir()
     since = int(time.time()) - 1
     # Long enough to outlast the second orchestrator's start on a busy machine: the adoption
