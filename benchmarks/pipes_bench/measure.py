@@ -259,8 +259,14 @@ def run_worker(
     call_dir = Path(tempfile.mkdtemp(prefix=f"{spec['scenario']}-{spec['runner']}-", dir=workdir))
     out_file = call_dir / "result.json"
     log_file = call_dir / "worker.log"
-    tmp = call_dir / "tmp"  # the worker's TMPDIR: pipes-docker's per-run temp dirs go here
-    tmp.mkdir()
+    # The worker's TMPDIR: pipes-docker's per-run temp dirs go here. Fresh-process workers of one
+    # runner share theirs, as the step processes of one Dagster run share the orchestrator's
+    # (what a process learns about that dir, such as the probe's answer, is then reused).
+    if spec.get("fresh"):
+        tmp = workdir / f"tmp-{spec['runner']}"
+    else:
+        tmp = call_dir / "tmp"
+    tmp.mkdir(exist_ok=True)
     spec = {**spec, "out": str(out_file)}
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(ROOT)}
     env.pop("DAGSTER_HOME", None)
