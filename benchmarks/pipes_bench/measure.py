@@ -262,10 +262,7 @@ def run_worker(
     # The worker's TMPDIR: pipes-docker's per-run temp dirs go here. Fresh-process workers of one
     # runner share theirs, as the step processes of one Dagster run share the orchestrator's
     # (what a process learns about that dir, such as the probe's answer, is then reused).
-    if spec.get("fresh"):
-        tmp = workdir / f"tmp-{spec['runner']}"
-    else:
-        tmp = call_dir / "tmp"
+    tmp = workdir / f"tmp-{spec['runner']}" if spec.get("fresh") else call_dir / "tmp"
     tmp.mkdir(exist_ok=True)
     spec = {**spec, "out": str(out_file)}
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(ROOT)}
