@@ -176,11 +176,10 @@ class JobLauncher:
         try:
             if job is None:
                 job = self._backend.create(spec)
-                phase = _Phase.STARTING
-                if on_created is not None:
-                    on_created(job.target.id)
             # From here the job may be running: a Swarm service's task starts on its own.
             phase = _Phase.STARTING
+            if adopt is None and on_created is not None:
+                on_created(job.target.id)
             follower = job.follow(stdout, stderr)
             job.start()
             phase = _Phase.RUNNING

@@ -125,12 +125,14 @@ class RunPipeline:
             ]
             image_id = self.backend.image_id(image, registry)
             files: list[ContainerFile] = []
+            # One inspect serves both injections (each keeps the PATH/PYTHONPATH it found).
+            image_env = self.backend.image_env(image) if inject_pipes or inject_reporter else {}
             if inject_pipes:
-                injected = inject_dagster_pipes(self.backend.image_env(image), env_layers)
+                injected = inject_dagster_pipes(image_env, env_layers)
                 env_layers.append(injected.env)
                 files.extend(injected.files)
             # The reporter's context is known only once the session is open.
-            reporter_image_env = self.backend.image_env(image) if inject_reporter else None
+            reporter_image_env = image_env if inject_reporter else None
             with awaited_removals() as removals:
                 ran = self._run_session(
                     context=context,
@@ -253,7 +255,7 @@ class RunPipeline:
                         if settings.reattach
                         else None
                     ),
-                    on_started=note.on_started(None),
+                    on_started=note.on_started,
                     adopt=adoption.found.job if adoption is not None else None,
                     after_exit=(
                         copy_out_after_exit(files_out, context.log.warning)

@@ -93,15 +93,9 @@ class NoMessagesNote(logging.Filter):
         """Say whether the job's program ran (call once the launcher knows)."""
         self._ran = ran
 
-    def on_started(self, then: Callable[[str], None] | None) -> Callable[[str], None]:
-        """A launcher's ``on_started`` callback: notes that the job ran, then calls ``then``."""
-
-        def started(job_id: str) -> None:
-            self._ran = True
-            if then is not None:
-                then(job_id)
-
-        return started
+    def on_started(self, job_id: str) -> None:
+        """A launcher's ``on_started`` callback: the job ran."""
+        self._ran = True
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.WARNING and str(record.msg).startswith(_NO_MESSAGES):

@@ -14,7 +14,6 @@ on errors, Ctrl-C and SIGTERM too. Runners find an engine's address in ``Engines
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -90,17 +89,6 @@ class Engines:
         return len(found)
 
 
-def free_port(preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(probe.getsockname()[1])
-    raise RuntimeError("no free port on 127.0.0.1")
-
-
 def engine_version(client: Any) -> str:
     found = client.version()
     return f"{found.get('Version', '?')} (API {found.get('ApiVersion', '?')})"
@@ -111,7 +99,12 @@ def dind(source: Any, session: str, preferred_port: int) -> Iterator[str]:
     """A DinD engine container on the host network; yields its ``tcp://`` address."""
     import docker
 
-    from tests.integration.engines import answers_ping, dind_container_kwargs, wait_until
+    from tests.integration.engines import (
+        answers_ping,
+        dind_container_kwargs,
+        free_port,
+        wait_until,
+    )
 
     port = free_port(preferred_port)
     address = f"tcp://127.0.0.1:{port}"

@@ -209,6 +209,11 @@ def answers_ping(base_url: str, **kwargs: Any) -> bool:
 def _port(env_var: str, preferred: int) -> int:
     if os.environ.get(env_var):
         return int(os.environ[env_var])
+    return free_port(preferred)
+
+
+def free_port(preferred: int) -> int:
+    """``preferred`` when it is free on 127.0.0.1, else any free port there."""
     for port in (preferred, 0):
         with socket.socket() as probe:
             try:
