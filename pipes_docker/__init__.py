@@ -30,6 +30,7 @@ from pipes_docker.errors import (
     PipesDockerReporterError,
     PipesDockerTimeoutError,
 )
+from pipes_docker.launcher import wait_for_removals
 from pipes_docker.ownership import MANAGED_LABEL
 from pipes_docker.reader import PipesDockerFileMessageReader
 from pipes_docker.retrieve import PipesDockerCopyOut
@@ -68,4 +69,5 @@ __all__ = [
     "PipesDockerSwarmClient",
     "PipesDockerTLSConfig",
     "PipesDockerTimeoutError",
+    "wait_for_removals",
 ]

@@ -42,7 +42,7 @@ class PipesDockerFileMessageReader(PipesMessageReader):
         container_path: str,
         *,
         warn: Callable[[str], None],
-        poll_interval: float = 0.05,
+        poll_interval: float = 0.01,
     ) -> None:
         self._host_path = host_path
         self._container_path = container_path

@@ -20,7 +20,7 @@ from dagster import (
     materialize,
 )
 
-from pipes_docker import PipesDockerClient, PipesDockerSwarmClient
+from pipes_docker import PipesDockerClient, PipesDockerSwarmClient, wait_for_removals
 
 __all__ = [
     "ASSET",
@@ -44,13 +44,16 @@ def run_asset(
     every_warning_is_an_error: bool = False,
     custom_messages: list[Any] | None = None,
     all_results: bool = False,
+    settle: bool = True,
     **run_kwargs: Any,
 ) -> ExecuteInProcessResult:
     """Materialize one asset whose body is ``client.run(context=context, **run_kwargs)``.
 
     The client is the asset's resource, as users wire it. The asset hands on the invocation's
     ``get_materialize_result()``, or with ``all_results`` every one of its ``get_results()``;
-    the custom messages it received are appended to ``custom_messages``.
+    the custom messages it received are appended to ``custom_messages``. With ``settle`` it
+    returns once the run's job is removed too (a run that ends well removes it in the
+    background), as a check of what a run left behind must.
     """
 
     def invoke(context: AssetExecutionContext) -> PipesClientCompletedInvocation:
@@ -76,9 +79,12 @@ def run_asset(
         if every_warning_is_an_error:
             # Also the ones pyproject.toml lets through, as a user's `-W error` would.
             warnings.simplefilter("error")
-        return materialize(
+        result = materialize(
             [job], resources={_RESOURCE: client}, instance=instance, raise_on_error=raise_on_error
         )
+    if settle:
+        assert wait_for_removals(timeout=120), "a background removal did not end in 2 minutes"
+    return result
 
 
 def metadata_of(result: ExecuteInProcessResult) -> dict[str, Any]:

@@ -190,6 +190,26 @@ def fresh_record(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return record
 
 
+def paired(runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[str, Any]:
+    """This runner against the reference, round by round (the runners of a round ran back to
+    back, so what slowed the machine then slowed both): median differences, in seconds, and
+    the rounds this runner was faster in."""
+    pairs = [
+        (r, ref) for r, ref in zip(runs, reference, strict=True) if r.get("ok") and ref.get("ok")
+    ]
+    out: dict[str, Any] = {"rounds": len(pairs)}
+    for key, name in (("clock", "wall"), ("worker_seconds", "process")):
+        diffs = [
+            r[key] - ref[key]
+            for r, ref in pairs
+            if r.get(key) is not None and ref.get(key) is not None
+        ]
+        if diffs:
+            out[f"{name}_diff"] = statistics.median(diffs)
+            out[f"{name}_faster"] = sum(d < 0 for d in diffs)
+    return out
+
+
 def run_all(
     chosen: list[tuple[Scenario, str]],
     params: dict[str, Any],
@@ -246,8 +266,12 @@ def run_all(
                 print(f"[bench] {known[key].title}: round {i + 1}", file=sys.stderr, flush=True)
                 for runner, runs in runners:
                     runs.append(one(known[key], runner, fresh=True))
+            reference = dict(runners).get("reference")
             for runner, runs in runners:
-                rows.append({"scenario": key, "runner": runner, "result": fresh_record(runs)})
+                record = fresh_record(runs)
+                if reference is not None and runner != "reference":
+                    record["vs_reference"] = paired(runs, reference)
+                rows.append({"scenario": key, "runner": runner, "result": record})
     return rows
 
 

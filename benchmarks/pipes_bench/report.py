@@ -143,6 +143,14 @@ def notes_cell(key: str, r: dict[str, Any]) -> str:
             f"whole process {seconds(r.get('worker_seconds'))} (imports "
             f"{seconds(r.get('imports'))}), medians"
         )
+        vs = r.get("vs_reference") or {}
+        if vs.get("wall_diff") is not None:
+            notes.append(
+                f"vs dagster-docker round by round: wall {vs['wall_diff'] * 1000:+.0f} ms, faster"
+                f" in {vs['wall_faster']}/{vs['rounds']}; whole process"
+                f" {vs.get('process_diff', 0) * 1000:+.0f} ms, faster in"
+                f" {vs.get('process_faster', 0)}/{vs['rounds']} (median differences)"
+            )
     if key == "sleep":
         cpus = r.get("cpus") or []
         if len(cpus) > 1:
@@ -227,7 +235,9 @@ def footer(meta: dict[str, Any]) -> list[str]:
             "row imports dagster, dagster_docker, docker and pipes_docker and makes the Dagster "
             "instance before the clock starts; wall = from then (the client and its docker "
             "client are made inside the clock) until materialize() returns (docker-py: until "
-            "the container is removed); whole process = the worker's wall time seen by the parent"
+            "the container is removed; pipes-docker removes it in the background, and the "
+            "process waits for that before it exits); whole process = the worker's wall time "
+            "seen by the parent"
         )
     if meta.get("machine"):
         lines.append(f"machine: {meta['machine']}")

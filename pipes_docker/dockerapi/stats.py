@@ -22,20 +22,28 @@ class StatsSampler:
     One connection and a JSON document a second: nothing a run would notice. Peak memory is the
     cgroup's own high-water mark where the engine reports one (cgroup v1), else the highest
     sample; CPU seconds and block I/O bytes are the engine's running totals at the last sample.
-    A job shorter than the first sample reports none of them.
+
+    The stream is asked for only once the job has run for ``delay`` seconds: the engine's first
+    sample comes about a second after the request anyway, so a shorter job would report nothing,
+    and asking costs it a request and a stats collector while the container is starting. Running
+    totals and the cgroup v1 high-water mark still cover the job from its start.
     """
 
-    def __init__(self, api: Any, container_id: str) -> None:
+    def __init__(self, api: Any, container_id: str, delay: float = 0.5) -> None:
         self._api = api
         self._container_id = container_id
+        self._delay = delay
         self._figures: dict[str, int | float] = {}
         self._response: Any = None
         self._closing = False
+        self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._sample, name="pipes-docker-stats", daemon=True)
         self._thread.start()
 
     def _sample(self) -> None:
+        if self._stopped.wait(self._delay):
+            return  # the job ended first: nothing the engine could have reported
         try:
             response = private.get_streamed(
                 self._api,
@@ -83,6 +91,7 @@ class StatsSampler:
         # Neither join nor close here: until its first sample (about a second after start) the
         # engine has not answered, and closing a response another thread reads blocks until the
         # next sample. Shutting the socket down wakes that thread, which closes it and ends.
+        self._stopped.set()
         with self._lock:
             self._closing = True
             response = self._response

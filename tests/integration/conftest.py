@@ -19,6 +19,7 @@ from pipes_docker import (
     PipesDockerClient,
     PipesDockerMountedChannel,
     PipesDockerSwarmClient,
+    wait_for_removals,
 )
 from tests import jobs
 from tests.integration.engines import *  # noqa: F403  (pytest_plugins is top-level only)
@@ -84,6 +85,8 @@ def no_containers_left(docker_client: docker.DockerClient) -> Iterator[None]:
     sweeper = PipesDockerClient(docker_client=docker_client)
     sweeper.remove_orphans()
     yield
+    # A run that ended well removes its job in the background: let that end first.
+    assert wait_for_removals(timeout=120), "a background removal did not end in 2 minutes"
     leftovers = containers_of_this_process(docker_client)
     for container in leftovers:
         container.remove(force=True)

@@ -35,6 +35,7 @@ from pipes_docker import (
     PipesDockerChannel,
     PipesDockerClient,
     PipesDockerStreamedChannel,
+    wait_for_removals,
 )
 from tests.jobs import AssetRun
 
@@ -95,6 +96,7 @@ def case(request: pytest.FixtureRequest, pipes_tmp: Path) -> Iterator[Case]:
     fixture, streamed = CASES[request.param]
     engine: RemoteEngine = request.getfixturevalue(fixture)
     yield Case(engine, streamed)
+    assert wait_for_removals(timeout=120)
     leftovers = engine.client.containers.list(
         all=True, filters={"label": f"{MANAGED_LABEL}=true"}, ignore_removed=True
     )

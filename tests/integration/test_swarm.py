@@ -22,7 +22,7 @@ import docker
 import pytest
 from dagster import DagsterInstance
 
-from pipes_docker import MANAGED_LABEL, PipesDockerSwarmClient
+from pipes_docker import MANAGED_LABEL, PipesDockerSwarmClient, wait_for_removals
 from pipes_docker.ownership import HOST_LABEL, PID_LABEL, PIDNS_LABEL, pid_namespace
 from pipes_docker.swarm.backend import REMOVAL_MARGIN_SECONDS
 from tests.jobs import AssetRun
@@ -59,6 +59,7 @@ def ours(items: list[Any]) -> list[Any]:
 
 
 def assert_nothing_left(swarm: SwarmCluster) -> None:
+    assert wait_for_removals(timeout=120)  # a run that ended well removes in the background
     assert ours(swarm.manager.services.list()) == []
     assert ours(swarm.manager.configs.list()) == []
     # The manager deletes a removed service's task; its node removes the container just after.

@@ -27,7 +27,12 @@ import docker
 import docker.errors
 import pytest
 
-from pipes_docker import MANAGED_LABEL, PipesDockerClient, PipesDockerTLSConfig
+from pipes_docker import (
+    MANAGED_LABEL,
+    PipesDockerClient,
+    PipesDockerTLSConfig,
+    wait_for_removals,
+)
 
 from .conftest import TEST_IMAGE, AssetRun
 from .engines import (
@@ -145,6 +150,7 @@ def assert_ran_on(run: AssetRun, address: str, source: str) -> None:
 
 
 def no_managed_containers(client: docker.DockerClient) -> list[str]:
+    assert wait_for_removals(timeout=120)  # a run that ended well removes in the background
     return [c.name for c in client.containers.list(all=True, filters={"label": MANAGED_LABEL})]
 
 

@@ -38,6 +38,7 @@ from pipes_docker.container.engine import (
     ListedContainer,
 )
 from pipes_docker.errors import PipesDockerMountSourceError
+from pipes_docker.launcher import wait_for_removals
 
 _engine_numbers = itertools.count(1)
 
@@ -49,6 +50,11 @@ STDOUT, STDERR = 1, 2
 def frame(stream_id: int, payload: bytes) -> bytes:
     """One frame of Docker's multiplexed attach stream."""
     return bytes([stream_id, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+
+def settle() -> None:
+    """Let the removals runs left in the background end: tests read what the engine shows after."""
+    assert wait_for_removals(timeout=60), "a background removal did not end in a minute"
 
 
 def exits_with(code: int) -> Behaviour:
@@ -224,7 +230,7 @@ class FakeEngine:
         self.create_error = create_error
         self.start_error = start_error
         self.pull_error = pull_error
-        self.calls: list[tuple[str, str]] = []
+        self._calls: list[tuple[str, str]] = []
         self.containers: dict[str, FakeContainer] = {}
         self.behaviour_errors: list[BaseException] = []
         # Unique per engine: probe results are cached per engine address.
@@ -241,6 +247,12 @@ class FakeEngine:
 
     # -- what tests read ------------------------------------------------------------------
 
+    @property
+    def calls(self) -> list[tuple[str, str]]:
+        """The calls made, in order, once background removals have ended."""
+        settle()
+        return self._calls
+
     def ops(self) -> list[str]:
         """The names of the calls made, in order."""
         return [op for op, _ in self.calls]
@@ -256,13 +268,14 @@ class FakeEngine:
         return next(iter(self.containers.values()))
 
     def live_containers(self) -> list[str]:
+        settle()
         return [cid for cid, c in self.containers.items() if not c.removed]
 
     # -- ContainerEngine --------------------------------------------------------------------
 
     def _record(self, op: str, arg: str) -> None:
         with self._lock:
-            self.calls.append((op, arg))
+            self._calls.append((op, arg))
 
     def image_id(self, image: str) -> str | None:
         self._record("image_id", image)

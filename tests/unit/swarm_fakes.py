@@ -32,7 +32,7 @@ from dagster_pipes import decode_param
 from pipes_docker.errors import PipesDockerLaunchError
 from pipes_docker.swarm.engine import ServiceConfig, ServiceSpec, SwarmObject, TaskStatus
 
-from .fakes import STDERR, STDOUT, FakeStream, frame
+from .fakes import STDERR, STDOUT, FakeStream, frame, settle
 
 SwarmBehaviour = Callable[[ServiceSpec, "FakeTask"], int]
 
@@ -183,7 +183,7 @@ class FakeSwarmEngine:
         self.rng = random.Random(seed)
         self.services: dict[str, FakeService] = {}
         self.configs: dict[str, tuple[ServiceConfig, Mapping[str, str], datetime]] = {}
-        self.ops: list[str] = []
+        self._ops: list[str] = []
         # The environment each image sets, as the manager knows it (image_env).
         self.image_envs: dict[str, Mapping[str, str]] = {}
         self.behaviour_errors: list[BaseException] = []
@@ -198,11 +198,19 @@ class FakeSwarmEngine:
         return service.task
 
     @property
+    def ops(self) -> list[str]:
+        """The calls made, in order, once background removals have ended."""
+        settle()
+        return self._ops
+
+    @property
     def live_services(self) -> list[str]:
+        settle()
         return [s.id for s in self.services.values() if not s.removed]
 
     @property
     def live_configs(self) -> list[str]:
+        settle()
         return list(self.configs)
 
     # -- SwarmEngine ----------------------------------------------------------------------------
@@ -219,7 +227,7 @@ class FakeSwarmEngine:
         return "replicated-job"
 
     def create_config(self, config: ServiceConfig, labels: Mapping[str, str]) -> str:
-        self.ops.append(f"create_config {config.name}")
+        self._ops.append(f"create_config {config.name}")
         if not config.data:
             raise PipesDockerLaunchError(
                 f"config {config.name}: config data must be larger than 0 bytes", image=""
@@ -236,7 +244,7 @@ class FakeSwarmEngine:
         return config_id
 
     def create_service(self, spec: ServiceSpec, config_ids: Sequence[str]) -> str:
-        self.ops.append(f"create_service {spec.name}")
+        self._ops.append(f"create_service {spec.name}")
         for config_id in config_ids:
             assert config_id in self.configs, f"config {config_id} does not exist"
         service = FakeService(_id("service"), spec, list(config_ids), self)
@@ -295,7 +303,7 @@ class FakeSwarmEngine:
         return None
 
     def logs(self, service_id: str, *, follow: bool) -> FakeStream:
-        self.ops.append(f"logs {'follow' if follow else 'once'}")
+        self._ops.append(f"logs {'follow' if follow else 'once'}")
         service = self.services[service_id]
         assert not service.removed, "the manager has no logs of a removed service"
         stream = FakeStream(self.rng)
@@ -320,7 +328,7 @@ class FakeSwarmEngine:
         return next((n.hostname for n in self.nodes if n.id == node_id), node_id)
 
     def remove_service(self, service_id: str) -> None:
-        self.ops.append("remove_service")
+        self._ops.append("remove_service")
         service = self.services.get(service_id)
         if service is None or service.removed:
             return
@@ -331,7 +339,7 @@ class FakeSwarmEngine:
             stream.end()
 
     def remove_config(self, config_id: str) -> None:
-        self.ops.append("remove_config")
+        self._ops.append("remove_config")
         for service in self.services.values():
             if config_id in service.config_ids and not service.removed:
                 raise AssertionError(f"config {config_id} is in use by service {service.id}")
