@@ -30,9 +30,9 @@ from pipes_docker.errors import (
     PipesDockerReporterError,
     PipesDockerTimeoutError,
 )
-from pipes_docker.launcher import wait_for_removals
 from pipes_docker.ownership import MANAGED_LABEL
 from pipes_docker.reader import PipesDockerFileMessageReader
+from pipes_docker.removals import wait_for_removals
 from pipes_docker.retrieve import PipesDockerCopyOut
 from pipes_docker.rules import PipesDockerOutputRule
 from pipes_docker.swarm import PipesDockerSwarmClient

@@ -14,11 +14,9 @@ Swarm services alike:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -31,8 +29,9 @@ from pipes_docker.errors import (
 )
 from pipes_docker.interrupts import deferred_signals
 from pipes_docker.messages import ByteSink
+from pipes_docker.removals import Removal
 
-__all__ = ["JobLauncher", "JobOutcome", "Removal", "awaited_removals", "wait_for_removals"]
+__all__ = ["JobLauncher", "JobOutcome"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,115 +57,6 @@ class JobOutcome:
     removal: Removal | None = None
     usage: Mapping[str, int | float] = field(default_factory=dict)
     metadata: Mapping[str, object] = field(default_factory=dict)
-
-
-class Removal:
-    """A job's removal on a thread of its own, overlapping what the caller does meanwhile.
-
-    The thread is not a daemon: a process that ends normally waits for it (Python joins such
-    threads before it exits, a Dagster step process included), so a job is never left behind
-    because its run returned first.
-    """
-
-    def __init__(self, remove: Callable[[], None], target: RunTarget) -> None:
-        self.target = target
-        self._error: BaseException | None = None
-        self._detached = False
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(
-            target=self._remove, args=(remove,), name="pipes-docker-remove"
-        )
-        with _pending_lock:
-            _pending.add(self)
-        self._thread.start()
-
-    def _remove(self, remove: Callable[[], None]) -> None:
-        try:
-            remove()
-        except BaseException as exc:
-            with self._lock:
-                self._error = exc
-                detached = self._detached
-            if detached:
-                _log_failed_removal(self.target, exc)
-        finally:
-            with _pending_lock:
-                _pending.discard(self)
-
-    def join(self, timeout: float | None = None) -> None:
-        """Block until the removal has ended (or ``timeout`` seconds have passed)."""
-        self._thread.join(timeout)
-
-    def wait(self) -> None:
-        """Block until the job is gone; raise what removing it raised."""
-        self.join()
-        if self._error is not None:
-            raise self._error
-
-    def detach(self) -> None:
-        """Let the removal end on its own; a failure is logged (nobody waits to raise it)."""
-        with self._lock:
-            self._detached = True
-            error = self._error
-        if error is not None:
-            _log_failed_removal(self.target, error)
-
-
-_pending: set[Removal] = set()
-_pending_lock = threading.Lock()
-
-
-def _log_failed_removal(target: RunTarget, exc: BaseException) -> None:
-    logger.warning(
-        "Removing %s failed after its run ended: %s. `pipes-docker sweep` removes what is left.",
-        target,
-        exc,
-    )
-
-
-def wait_for_removals(timeout: float | None = None) -> bool:
-    """Wait until every job removal this process started in the background has ended.
-
-    A run returns as soon as its job's outcome is known; the ended job (container or Swarm
-    service) is removed on a thread meanwhile. Python waits for those threads before the
-    process exits, so nothing is left behind either way: call this where something must see
-    the job gone first (a test's check, a script listing containers). Returns whether all ended
-    within ``timeout`` seconds (``None``: wait for as long as they take).
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        with _pending_lock:
-            pending = list(_pending)
-        if not pending:
-            return True
-        for removal in pending:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            removal.join(left)
-            if deadline is not None and time.monotonic() >= deadline:
-                with _pending_lock:
-                    return not _pending
-
-
-@contextlib.contextmanager
-def awaited_removals() -> Iterator[list[Removal]]:
-    """Collects the removals a run leaves in the background.
-
-    A run that ends well lets them finish on their own (:func:`wait_for_removals`); when the
-    block raises, they are waited for, so a failed run leaves nothing behind when it returns,
-    and a removal that fails too is logged: the run's own error is the one to raise.
-    """
-    removals: list[Removal] = []
-    try:
-        yield removals
-    except BaseException:
-        for removal in removals:
-            try:
-                removal.wait()
-            except Exception:
-                logger.warning("Removing the run's job failed", exc_info=True)
-        raise
-    for removal in removals:
-        removal.detach()
 
 
 class JobLauncher:

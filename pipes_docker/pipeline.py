@@ -30,9 +30,10 @@ from pipes_docker.demux import TAIL_LINES, full_tail, output_tail
 from pipes_docker.environment import inject_dagster_pipes, merge_env, resolve_env_vars
 from pipes_docker.errors import PipesDockerContainerError, job_failure
 from pipes_docker.interrupts import sigterm_unwinds
-from pipes_docker.launcher import JobLauncher, JobOutcome, Removal, awaited_removals
+from pipes_docker.launcher import JobLauncher, JobOutcome
 from pipes_docker.ownership import job_name, labels_for
 from pipes_docker.reattach import Adoption, Reattach
+from pipes_docker.removals import Removal, awaited_removals
 from pipes_docker.reporter import reporter_injection
 from pipes_docker.retrieve import PipesDockerCopyOut, check_copy_out, copy_out_after_exit
 from pipes_docker.rules import PipesDockerOutputRule, RunRules, check_rules, run_rules

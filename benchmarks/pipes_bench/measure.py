@@ -296,7 +296,7 @@ def run_worker(
         tail = log_file.read_text(errors="replace").strip().splitlines()[-3:]
         reason = "timed out" if elapsed >= timeout else f"worker exited {proc.returncode}"
         record = {"ok": False, "error": f"{reason}: {' | '.join(tail)[:300]}"}
-    record["worker_seconds"] = round(elapsed, 2)
+    record["worker_seconds"] = round(elapsed, 4)
     record["loadavg_after"] = round(os.getloadavg()[0], 2)
     # What the runner left behind: containers (found by our labels) and temp dirs.
     left = engines.left_behind(engine, spec["session"], spec["runner"])

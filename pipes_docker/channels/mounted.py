@@ -27,6 +27,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 
 import orjson
 from dagster import PipesContextInjector
@@ -42,6 +43,7 @@ from pipes_docker.errors import (
     PipesDockerMountSourceError,
 )
 from pipes_docker.reader import PipesDockerFileMessageReader
+from pipes_docker.removals import remove_in_background
 from pipes_docker.tempdirs import TEMP_DIR_PREFIX, mark_owner
 
 __all__ = ["PipesDockerFileContextInjector", "PipesDockerMountedChannel"]
@@ -204,8 +206,14 @@ class PipesDockerMountedChannel(PipesDockerChannel):
                 mounts=[Mount(self._engine_path(io_dir), self._mount_path)],
                 launch_record={"transport": self.transport, "io_dir": io_dir},
             )
-        finally:
+        except BaseException:
+            # A failed or interrupted run cleans up before it returns: its process may end
+            # by a signal next, which waits for no thread.
             shutil.rmtree(root, ignore_errors=True)
+            raise
+        # A run that ended well: off its path, as its job's removal (the process waits for it
+        # before it exits).
+        remove_in_background(partial(shutil.rmtree, root, ignore_errors=True), root)
 
     def reopen(
         self, record: Mapping[str, str], *, warn: Callable[[str], None]

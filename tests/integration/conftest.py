@@ -100,6 +100,7 @@ def pipes_tmp(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "pipes-tmp"
     root.mkdir()
     yield root
+    assert wait_for_removals(timeout=120), "a background removal did not end in 2 minutes"
     assert list(root.iterdir()) == [], "temp dirs left behind"
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import docker
 import pytest
 
+from pipes_docker import wait_for_removals
+
 from .load_orchestrator import make_client, run_many
 from .test_lifecycle import containers_of
 
@@ -41,6 +43,7 @@ def test_32_concurrent_runs_in_one_process_deliver_every_message(
     results = run_many(make_client(transport, tmp_path), RUNS, MESSAGES)
 
     assert_every_run_complete(results, RUNS)
+    assert wait_for_removals(timeout=120)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -9,7 +9,7 @@ from dagster import DagsterInstance
 
 from pipes_docker import PipesDockerClient, PipesDockerMountedChannel
 
-from .fakes import FakeEngine
+from .fakes import FakeEngine, settle
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +26,7 @@ def pipes_root(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "pipes"
     root.mkdir()
     yield root
+    settle()  # a run's temp dir is removed in the background
     assert list(root.iterdir()) == [], "the client left temp dirs behind"
 
 

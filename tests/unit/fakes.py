@@ -38,7 +38,7 @@ from pipes_docker.container.engine import (
     ListedContainer,
 )
 from pipes_docker.errors import PipesDockerMountSourceError
-from pipes_docker.launcher import wait_for_removals
+from pipes_docker.removals import wait_for_removals
 
 _engine_numbers = itertools.count(1)
 

@@ -13,7 +13,7 @@ import pytest
 
 from pipes_docker.channels import OpenChannel, PipesDockerMountedChannel
 
-from .fakes import FakeEngine
+from .fakes import FakeEngine, settle
 
 
 @pytest.fixture(autouse=True)
@@ -103,6 +103,7 @@ def test_everything_is_removed_after_the_run(tmp_path: Path) -> None:
         (io_dir / "out" / "deep" / "result.bin").write_bytes(b"x")
         os.chmod(io_dir / "out" / "deep" / "result.bin", 0o400)
 
+    settle()  # the temp dir is removed in the background
     assert not root.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -117,6 +118,7 @@ def test_everything_is_removed_when_the_run_fails(tmp_path: Path) -> None:
         root = root_of(opened)
         raise RuntimeError("boom")
 
+    settle()  # the temp dir is removed in the background
     assert not root.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -130,6 +132,7 @@ def test_concurrent_runs_get_separate_dirs(tmp_path: Path) -> None:
     ):
         assert first.mounts[0].host_path != second.mounts[0].host_path
 
+    settle()
     assert list(tmp_path.iterdir()) == []
 
 
