@@ -110,10 +110,18 @@ class DockerEndpoint:
             )
 
     def connect(self, **kwargs: Any) -> docker.DockerClient:
-        """A docker-py client for this engine (it asks the engine for its API version)."""
+        """A docker-py client for this engine (it asks the engine for its API version).
+
+        Over a unix socket or ssh no HTTP proxy, CA bundle or netrc applies, so the session
+        stops looking for them in the environment and home dir on every request (about 0.15 ms
+        of CPU each, several per run). Over tcp the environment still counts, as for the CLI.
+        """
         self.check_files()
         tls = self.tls.config() if self.tls is not None else False
-        return docker.DockerClient(base_url=self.host, tls=tls, **kwargs)
+        client = docker.DockerClient(base_url=self.host, tls=tls, **kwargs)
+        if self.host.startswith(("unix://", "ssh://", "npipe://")):
+            client.api.trust_env = False
+        return client
 
 
 def choose_endpoint(environ: Mapping[str, str] | None = None) -> DockerEndpoint:

@@ -19,7 +19,7 @@ import requests.exceptions
 
 from pipes_docker import PipesDockerEngineError, PipesDockerTLSConfig
 from pipes_docker.dockerapi.connection import DockerConnection, tls_failure
-from pipes_docker.dockerapi.endpoint import DEFAULT_HOST, choose_endpoint
+from pipes_docker.dockerapi.endpoint import DEFAULT_HOST, DockerEndpoint, choose_endpoint
 from pipes_docker.retry import is_transient
 
 
@@ -193,3 +193,17 @@ def test_a_certificate_that_does_not_verify_is_found_behind_the_wrappers() -> No
     except docker.errors.DockerException as outer:
         assert tls_failure(outer) is verify_failure
     assert tls_failure(requests.exceptions.ConnectionError("refused")) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "reads_environment"),
+    [("unix:///var/run/docker.sock", False), ("tcp://127.0.0.1:2375", True)],
+)
+def test_a_socket_engine_is_reached_without_reading_proxies_from_the_environment(
+    host: str, reads_environment: bool
+) -> None:
+    # Over a unix socket no proxy, CA bundle or netrc applies: the session skips looking on
+    # every request. Over tcp the environment counts (HTTPS_PROXY), as for the docker CLI.
+    client = DockerEndpoint(host, "test").connect(version="1.41")
+    assert client.api.trust_env is reads_environment
+    client.close()
