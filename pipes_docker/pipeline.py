@@ -33,7 +33,7 @@ from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import JobLauncher, JobOutcome
 from pipes_docker.ownership import job_name, labels_for
 from pipes_docker.reattach import Adoption, Reattach
-from pipes_docker.removals import Removal, awaited_removals
+from pipes_docker.removals import Removal, run_removals
 from pipes_docker.reporter import reporter_injection
 from pipes_docker.retrieve import PipesDockerCopyOut, check_copy_out, copy_out_after_exit
 from pipes_docker.rules import PipesDockerOutputRule, RunRules, check_rules, run_rules
@@ -134,7 +134,7 @@ class RunPipeline:
                 files.extend(injected.files)
             # The reporter's context is known only once the session is open.
             reporter_image_env = image_env if inject_reporter else None
-            with awaited_removals() as removals:
+            with run_removals() as removals:
                 ran = self._run_session(
                     context=context,
                     image=image,

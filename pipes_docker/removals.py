@@ -15,16 +15,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-__all__ = ["Removal", "awaited_removals", "remove_in_background", "wait_for_removals"]
+__all__ = ["Removal", "remove_in_background", "run_removals", "wait_for_removals"]
 
 logger = logging.getLogger(__name__)
 
 
 class Removal:
-    """A job's removal on a thread of its own, overlapping what the caller does meanwhile.
+    """One removal (a job, a temp dir) on a thread of its own, overlapping what the caller does
+    meanwhile.
 
     The thread is not a daemon: a process that ends normally waits for it (Python joins such
-    threads before it exits, a Dagster step process included), so a job is never left behind
+    threads before it exits, a Dagster step process included), so nothing is left behind
     because its run returned first.
     """
 
@@ -85,7 +86,7 @@ def _log_failed_removal(what: object, exc: BaseException) -> None:
 
 
 def wait_for_removals(timeout: float | None = None) -> bool:
-    """Wait until every job removal this process started in the background has ended.
+    """Wait until every removal this process started in the background has ended.
 
     A run returns as soon as its job's outcome is known; the ended job (container or Swarm
     service) is removed on a thread meanwhile. Python waits for those threads before the
@@ -108,8 +109,8 @@ def wait_for_removals(timeout: float | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def awaited_removals() -> Iterator[list[Removal]]:
-    """Collects the removals a run leaves in the background.
+def run_removals() -> Iterator[list[Removal]]:
+    """Collects the removals a run starts in the background; waits for them if the run fails.
 
     A run that ends well lets them finish on their own (:func:`wait_for_removals`); when the
     block raises, they are waited for, so a failed run leaves nothing behind when it returns,
