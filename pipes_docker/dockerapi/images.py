@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import docker
 import docker.errors
@@ -50,11 +51,9 @@ class ImageCalls:
 
     @retry_transient_engine_errors
     def image_id(self, image: str) -> str | None:
-        with self._connection.translate(f"inspecting image {image!r}"):
-            try:
-                attrs = self.client.api.inspect_image(image)
-            except docker.errors.ImageNotFound:
-                return None
+        attrs = self._inspect(image)
+        if attrs is None:
+            return None
         with self._lock:
             self._digests[str(attrs["Id"])] = list(attrs.get("RepoDigests") or [])
         return str(attrs["Id"])
@@ -67,13 +66,20 @@ class ImageCalls:
     @retry_transient_engine_errors
     def image_config_env(self, image: str) -> Mapping[str, str] | None:
         """The environment the image's config sets; ``None`` when the engine has no such image."""
-        with self._connection.translate(f"inspecting image {image!r}"):
-            try:
-                attrs = self.client.api.inspect_image(image)
-            except docker.errors.ImageNotFound:
-                return None
+        attrs = self._inspect(image)
+        if attrs is None:
+            return None
         pairs = (item.partition("=") for item in (attrs.get("Config") or {}).get("Env") or [])
         return {key: value for key, _, value in pairs}
+
+    def _inspect(self, image: str) -> Mapping[str, Any] | None:
+        """The engine's inspect of ``image``; ``None`` when it has no such image."""
+        with self._connection.translate(f"inspecting image {image!r}"):
+            try:
+                attrs: Mapping[str, Any] = self.client.api.inspect_image(image)
+            except docker.errors.ImageNotFound:
+                return None
+        return attrs
 
     @retry_transient_engine_errors
     def pull(self, image: str, auth: Mapping[str, str] | None) -> None:
