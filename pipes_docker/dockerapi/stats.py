@@ -35,7 +35,6 @@ class StatsSampler:
         self._delay = delay
         self._figures: dict[str, int | float] = {}
         self._response: Any = None
-        self._closing = False
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._sample, name="pipes-docker-stats", daemon=True)
@@ -54,8 +53,8 @@ class StatsSampler:
             )
             with self._lock:
                 self._response = response
-                if self._closing:
-                    return
+                if self._stopped.is_set():
+                    return  # stop() came first and saw no response to shut down
             for sample in private.decoded_json_stream(self._api, response):
                 self._take(sample)
         except Exception:  # stats are a nicety: a run never fails for want of them
@@ -81,7 +80,6 @@ class StatsSampler:
 
     def _close_response(self) -> None:
         with self._lock:
-            self._closing = True
             response, self._response = self._response, None
         if response is not None:
             with contextlib.suppress(Exception):
@@ -93,7 +91,6 @@ class StatsSampler:
         # next sample. Shutting the socket down wakes that thread, which closes it and ends.
         self._stopped.set()
         with self._lock:
-            self._closing = True
             response = self._response
         if response is not None:
             shutdown_response(response)
