@@ -35,6 +35,7 @@ __all__ = [
     "OutputStream",
     "OwnedObject",
     "ResourceSampler",
+    "RunImage",
     "RunTarget",
 ]
 
@@ -97,6 +98,21 @@ class RunTarget:
 
 
 @dataclass(frozen=True)
+class RunImage:
+    """A run's image as its backend will use it.
+
+    ``id`` is set when the image was made sure of before the run (pulled, or inspected for its
+    environment). Otherwise the engine is trusted to have it, and ``ensure`` (pull it as the
+    client's pull policy says, or explain why not) is called only if it says otherwise: the
+    common case, an image already there, costs no round trip before the job is made.
+    """
+
+    name: str
+    id: str | None = None
+    ensure: Callable[[], object] | None = None
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """One run's job, merged and checked, in terms every backend understands.
 
@@ -115,6 +131,8 @@ class JobSpec:
     files: Sequence[ContainerFile] = ()
     keep_output: bool = False
     stop_grace_seconds: float = 20.0
+    # Makes sure of the image when the engine says it has none (see RunImage.ensure).
+    ensure_image: Callable[[], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -230,19 +248,26 @@ class Backend(Protocol):
     def options(self) -> OptionRules:
         """How this backend's own keywords are checked and merged."""
 
-    def image_id(self, image: str, registry: Mapping[str, str] | None = None) -> str | None:
-        """The image as the run will use it (pulled as the client's pull policy says, with the
-        run's ``registry`` credentials over the client's); ``None`` where the backend cannot
-        know (a Swarm node pulls it itself)."""
+    def prepare_image(
+        self, image: str, registry: Mapping[str, str] | None = None, *, now: bool = False
+    ) -> RunImage:
+        """The image as the run will use it, pulled as the client's pull policy says (with the
+        run's ``registry`` credentials over the client's): at once when the policy is
+        ``always`` or ``now`` is set, else only if the engine turns out not to have it."""
 
     def image_env(self, image: str) -> Mapping[str, str]:
         """The environment the image sets (``ENV``), as far as the backend can see it."""
 
-    def image_metadata(self, image_id: str | None) -> Mapping[str, Any]:
-        """What the run's metadata says of the image (its id, its registry digest)."""
+    def image_metadata(self, image: RunImage) -> Mapping[str, Any]:
+        """What the run's metadata says of the image (its id, its registry digest); asked while
+        the job runs, so a lookup it needs costs the run nothing."""
 
     def open_channel(
-        self, channel: PipesDockerChannel, *, image: str, warn: Callable[[str], None]
+        self,
+        channel: PipesDockerChannel,
+        *,
+        image: RunImage,
+        warn: Callable[[str], None],
     ) -> AbstractContextManager[OpenChannel]:
         """Open ``channel`` for a job of this backend."""
 

@@ -85,11 +85,15 @@ class PipesDockerInterrupted(KeyboardInterrupt):
 
 
 class PipesDockerImageError(PipesDockerError):
-    """The image is missing, cannot be pulled, or cannot be inspected."""
+    """The image is missing, cannot be pulled, or cannot be inspected.
 
-    def __init__(self, message: str, *, image: str) -> None:
+    ``missing`` says the engine has no such image (and nothing was pulled to change that).
+    """
+
+    def __init__(self, message: str, *, image: str, missing: bool = False) -> None:
         super().__init__(message)
         self.image = image
+        self.missing = missing
 
 
 class _TargetedError(PipesDockerError):

@@ -24,11 +24,11 @@ from dagster import (
 )
 from dagster_pipes import PipesExtras
 
-from pipes_docker.backend import Backend, ContainerFile, JobSpec
+from pipes_docker.backend import Backend, ContainerFile, JobSpec, RunImage
 from pipes_docker.channels import PipesDockerChannel
 from pipes_docker.demux import TAIL_LINES, full_tail, output_tail
 from pipes_docker.environment import inject_dagster_pipes, merge_env, resolve_env_vars
-from pipes_docker.errors import PipesDockerContainerError, job_failure
+from pipes_docker.errors import PipesDockerContainerError, PipesDockerError, job_failure
 from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import JobLauncher, JobOutcome
 from pipes_docker.ownership import job_name, labels_for
@@ -71,6 +71,7 @@ class _Ran:
     adopted: bool
     name: str
     rules: RunRules | None
+    image_metadata: Mapping[str, Any] | None
 
 
 class RunPipeline:
@@ -124,7 +125,11 @@ class RunPipeline:
                 resolve_env_vars(self.backend.options.pop_env(merged), "the environment keyword"),
                 resolve_env_vars(env or {}, "env"),
             ]
-            image_id = self.backend.image_id(image, registry)
+            # An injection reads the image's env, so it must be there now; otherwise the engine
+            # is trusted to have it, and it is pulled only if it says not.
+            run_image = self.backend.prepare_image(
+                image, registry, now=inject_pipes or inject_reporter
+            )
             files: list[ContainerFile] = []
             # One inspect serves both injections (each keeps the PATH/PYTHONPATH it found).
             image_env = self.backend.image_env(image) if inject_pipes or inject_reporter else {}
@@ -137,7 +142,7 @@ class RunPipeline:
             with run_removals() as removals:
                 ran = self._run_session(
                     context=context,
-                    image=image,
+                    image=run_image,
                     command=command,
                     env_layers=env_layers,
                     files=files,
@@ -151,7 +156,10 @@ class RunPipeline:
                 )
         if ran.rules is not None:  # the session is closed: the job's own reports are all in
             ran.rules.report(ran.session.message_handler.get_reported_results, context.log)
-        metadata = self._metadata(image, image_id, ran.outcome, ran.name)
+        image_metadata = ran.image_metadata
+        if image_metadata is None:  # not looked up while the job ran
+            image_metadata = self._image_metadata(run_image, context)
+        metadata = self._metadata(image, image_metadata, ran.outcome, ran.name)
         metadata["pipes_docker/transport"] = ran.transport
         if ran.adopted:
             metadata["pipes_docker/reattached"] = True
@@ -161,7 +169,7 @@ class RunPipeline:
         self,
         *,
         context: OpExecutionContext | AssetExecutionContext,
-        image: str,
+        image: RunImage,
         command: str | Sequence[str] | None,
         env_layers: list[Mapping[str, str]],
         files: list[ContainerFile],
@@ -182,6 +190,7 @@ class RunPipeline:
             if adoption is not None
             else self.backend.open_channel(self._channel, image=image, warn=context.log.warning)
         )
+        image_metadata: Mapping[str, Any] | None = None
         with (
             legacy_jobs_noted_at_info(context) as note,
             channel_cm as channel,
@@ -192,9 +201,19 @@ class RunPipeline:
                 extras=extras,
             ) as session,
         ):
-            context.log.debug(
+            transport_note = (
                 f"[pipes-docker] transport: {channel.transport} ({channel.description})"
             )
+            if adoption is not None:
+                context.log.debug(transport_note)
+
+            def on_started(job_id: str) -> None:
+                # The job runs: what is said and looked up here costs it nothing.
+                nonlocal image_metadata
+                note.on_started(job_id)
+                context.log.debug(transport_note)
+                image_metadata = self._image_metadata(image, context, quiet=True)
+
             if reporter_image_env is not None and adoption is None:
                 # The shell reporter: its files and env come from this session's bootstrap
                 # params and context.
@@ -211,7 +230,7 @@ class RunPipeline:
             if adoption is not None:
                 name = adoption.found.job.target.name or name
             spec = JobSpec(
-                image=image,
+                image=image.name,
                 name=name,
                 command=command,
                 env=merge_env(env_layers, session.get_bootstrap_env_vars()),
@@ -223,6 +242,7 @@ class RunPipeline:
                 stop_grace_seconds=(
                     settings.termination_timeout_seconds if settings.forward_termination else 0.0
                 ),
+                ensure_image=image.ensure,
             )
             if adoption is not None:
                 note.job_ran()
@@ -256,7 +276,7 @@ class RunPipeline:
                         if settings.reattach
                         else None
                     ),
-                    on_started=note.on_started,
+                    on_started=on_started,
                     adopt=adoption.found.job if adoption is not None else None,
                     after_exit=(
                         copy_out_after_exit(files_out, context.log.warning)
@@ -270,7 +290,7 @@ class RunPipeline:
             if outcome.exit.exit_code != 0:
                 tail, tail_stream = output_tail(stdout_sink, stderr_sink, TAIL_LINES)
                 error = job_failure(
-                    image=image,
+                    image=image.name,
                     target=outcome.target,
                     exit_code=outcome.exit.exit_code,
                     oom_killed=outcome.exit.oom_killed,
@@ -284,13 +304,41 @@ class RunPipeline:
                 if more:
                     error.add_note(more)
                 raise error
-        return _Ran(outcome, session, channel.transport, adoption is not None, name, watching)
+        return _Ran(
+            outcome,
+            session,
+            channel.transport,
+            adoption is not None,
+            name,
+            watching,
+            image_metadata,
+        )
+
+    def _image_metadata(
+        self,
+        image: RunImage,
+        context: OpExecutionContext | AssetExecutionContext,
+        *,
+        quiet: bool = False,
+    ) -> Mapping[str, Any] | None:
+        """The image's metadata; ``None`` (and a warning unless ``quiet``) if the engine
+        could not say: the job's outcome does not hang on it."""
+        try:
+            return self.backend.image_metadata(image)
+        except PipesDockerError as exc:
+            if not quiet:
+                context.log.warning(f"[pipes-docker] Could not look up image {image.name!r}: {exc}")
+            return None
 
     def _metadata(
-        self, image: str, image_id: str | None, outcome: JobOutcome, run_name: str
+        self,
+        image: str,
+        image_metadata: Mapping[str, Any] | None,
+        outcome: JobOutcome,
+        run_name: str,
     ) -> dict[str, Any]:
         metadata: dict[str, Any] = {"pipes_docker/image": image}
-        metadata.update(self.backend.image_metadata(image_id))
+        metadata.update(image_metadata or {})
         metadata.update(outcome.metadata)
         metadata["pipes_docker/exit_code"] = outcome.exit.exit_code
         metadata["pipes_docker/duration_seconds"] = MetadataValue.float(

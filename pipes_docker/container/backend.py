@@ -7,11 +7,12 @@ log driver kept the output.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any, TypeVar
 
 from pipes_docker.backend import (
     FoundJob,
@@ -21,13 +22,14 @@ from pipes_docker.backend import (
     OutputStream,
     OwnedObject,
     ResourceSampler,
+    RunImage,
     RunTarget,
 )
 from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
 from pipes_docker.container.engine import ContainerEngine
 from pipes_docker.container.spec import CONTAINER_OPTIONS, container_spec
 from pipes_docker.demux import STDERR, STDOUT, FrameDemuxer
-from pipes_docker.errors import PipesDockerEngineError, PipesDockerError
+from pipes_docker.errors import PipesDockerEngineError, PipesDockerError, PipesDockerImageError
 from pipes_docker.images import PullPolicy, ensure_image, registry_auth
 from pipes_docker.messages import ByteSink
 from pipes_docker.ownership import LEASE_LABEL
@@ -39,6 +41,19 @@ logger = logging.getLogger(__name__)
 
 # How long after its output stream ends a container may go on looking as if it runs.
 _STREAM_END_GRACE_SECONDS = 3.0
+
+_T = TypeVar("_T")
+
+
+def _with_image(ensure: Callable[[], object] | None, call: Callable[[], _T]) -> _T:
+    """``call()``; if the engine says the image is missing, make sure of it and call again."""
+    try:
+        return call()
+    except PipesDockerImageError as exc:
+        if not exc.missing or ensure is None:
+            raise
+    ensure()
+    return call()
 
 
 class ContainerBackend:
@@ -72,30 +87,46 @@ class ContainerBackend:
     def engine_source(self) -> str:
         return self.engine.source
 
-    def image_id(self, image: str, registry: Mapping[str, str] | None = None) -> str | None:
+    def prepare_image(
+        self, image: str, registry: Mapping[str, str] | None = None, *, now: bool = False
+    ) -> RunImage:
         auth = registry_auth(registry or self._registry)
-        return ensure_image(self.engine, image, self._pull_policy, auth)
+        ensure = functools.partial(ensure_image, self.engine, image, self._pull_policy, auth)
+        if now or self._pull_policy == "always":
+            return RunImage(image, id=ensure())
+        return RunImage(image, ensure=ensure)
 
     def image_env(self, image: str) -> Mapping[str, str]:
         return self.engine.image_env(image)
 
-    def image_metadata(self, image_id: str | None) -> Mapping[str, Any]:
+    def image_metadata(self, image: RunImage) -> Mapping[str, Any]:
+        image_id = image.id or self.engine.image_id(image.name)
         if image_id is None:
-            return {}
+            return {}  # removed since the job was made from it
         metadata: dict[str, Any] = {"pipes_docker/image_id": image_id}
         digests = self.engine.image_digests(image_id)
         if digests:
             metadata["pipes_docker/image_digest"] = digests[0]
         return metadata
 
+    @contextmanager
     def open_channel(
-        self, channel: PipesDockerChannel, *, image: str, warn: Callable[[str], None]
-    ) -> AbstractContextManager[OpenChannel]:
-        return channel.open(engine=self.engine, image=image, warn=warn)
+        self, channel: PipesDockerChannel, *, image: RunImage, warn: Callable[[str], None]
+    ) -> Iterator[OpenChannel]:
+        # Only a probe the engine was not asked before (this process or another) needs the
+        # image: it makes a container from it.
+        with ExitStack() as stack:
+            opened = _with_image(
+                image.ensure,
+                lambda: stack.enter_context(
+                    channel.open(engine=self.engine, image=image.name, warn=warn)
+                ),
+            )
+            yield opened
 
     def create(self, spec: JobSpec) -> ContainerJob:
         native = container_spec(spec)
-        created = self.engine.create(native)
+        created = _with_image(spec.ensure_image, lambda: self.engine.create(native))
         job = ContainerJob(self.engine, created.id, spec.name, spec.image, tty=created.tty)
         if native.files:
             try:

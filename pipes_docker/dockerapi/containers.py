@@ -92,14 +92,9 @@ class DockerEngine(ImageCalls):
                         }
                     )
                 )
-            except docker.errors.ImageNotFound as exc:
-                raise PipesDockerImageError(
-                    f"Image {spec.image!r} was not found on the Docker engine at {self.address}:"
-                    f" {explain_api_error(exc)}. Build or pull it first,"
-                    " or use pull_policy='if_not_present'.",
-                    image=spec.image,
-                ) from exc
             except docker.errors.APIError as exc:
+                if _is_missing_image(exc):
+                    raise _image_missing(spec.image, self.address, exc) from exc
                 if is_transient_status(exc):
                     raise  # translate() marks it transient; the retry policy tries again
                 if exc.status_code == 409 and spec.name in explain_api_error(exc):
@@ -173,6 +168,8 @@ class DockerEngine(ImageCalls):
             except docker.errors.APIError as exc:
                 if _is_missing_bind_source(exc):
                     return None
+                if _is_missing_image(exc):
+                    raise _image_missing(image, self.address, exc) from exc
                 raise
             container_id = created["Id"]
             try:
@@ -334,6 +331,24 @@ class _ChunkStream:
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
+
+
+def _is_missing_image(exc: docker.errors.APIError) -> bool:
+    # docker-py knows Docker's wording only; Podman says "no such image: ...: image not known".
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return True
+    said = explain_api_error(exc).lower()
+    return exc.status_code == 404 and ("no such image" in said or "image not known" in said)
+
+
+def _image_missing(image: str, address: str, exc: docker.errors.APIError) -> PipesDockerImageError:
+    return PipesDockerImageError(
+        f"Image {image!r} was not found on the Docker engine at {address}:"
+        f" {explain_api_error(exc)}. Build or pull it first, or use"
+        " pull_policy='if_not_present'.",
+        image=image,
+        missing=True,
+    )
 
 
 def _is_missing_bind_source(exc: docker.errors.APIError) -> bool:

@@ -28,6 +28,7 @@ from pipes_docker.backend import (
     OutputStream,
     OwnedObject,
     ResourceSampler,
+    RunImage,
     RunTarget,
 )
 from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
@@ -83,17 +84,19 @@ class SwarmBackend:
     def engine_source(self) -> str:
         return self.engine.source
 
-    def image_id(self, image: str, registry: Mapping[str, str] | None = None) -> str | None:
-        return None  # the node that runs the task pulls the image itself
+    def prepare_image(
+        self, image: str, registry: Mapping[str, str] | None = None, *, now: bool = False
+    ) -> RunImage:
+        return RunImage(image)  # the node that runs the task pulls the image itself
 
     def image_env(self, image: str) -> Mapping[str, str]:
         return self.engine.image_env(image)
 
-    def image_metadata(self, image_id: str | None) -> Mapping[str, Any]:
+    def image_metadata(self, image: RunImage) -> Mapping[str, Any]:
         return {}
 
     def open_channel(
-        self, channel: PipesDockerChannel, *, image: str, warn: Callable[[str], None]
+        self, channel: PipesDockerChannel, *, image: RunImage, warn: Callable[[str], None]
     ) -> AbstractContextManager[OpenChannel]:
         return channel.open_without_engine(warn=warn, reason=_WHY_STREAMED)
 

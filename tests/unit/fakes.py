@@ -37,7 +37,7 @@ from pipes_docker.container.engine import (
     JobExit,
     ListedContainer,
 )
-from pipes_docker.errors import PipesDockerMountSourceError
+from pipes_docker.errors import PipesDockerImageError, PipesDockerMountSourceError
 from pipes_docker.removals import wait_for_removals
 
 _engine_numbers = itertools.count(1)
@@ -296,6 +296,7 @@ class FakeEngine:
         self._record("create", spec.image)
         if self.create_error is not None:
             raise self.create_error
+        self._check_image(spec.image)
         for mount in spec.mounts:
             if self.to_local(mount.host_path) is None:
                 # As a real engine refuses a mount whose source it does not have.
@@ -309,6 +310,12 @@ class FakeEngine:
         container.to_local = lambda path: self.to_local(path) or path
         self.containers[cid] = container
         return CreatedContainer(id=cid, tty=container.tty)
+
+    def _check_image(self, image: str) -> None:
+        if not self.images_present:  # as a real engine refuses to make a container
+            raise PipesDockerImageError(
+                f"No such image: {image}", image=image, missing=True
+            )
 
     def to_local(self, engine_path: str) -> str | None:
         """The local path the engine means by ``engine_path``; ``None`` if it has none."""
@@ -329,6 +336,7 @@ class FakeEngine:
     def probe_bind_mount(self, image: str, host_path: str, file_name: str) -> bytes | None:
         self._record("probe_bind_mount", host_path)
         self.probes += 1
+        self._check_image(image)
         local = self.to_local(host_path)
         if local is None:
             return None

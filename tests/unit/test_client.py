@@ -229,13 +229,14 @@ def test_output_is_attached_before_the_container_starts(
 
     run_asset(client_for(engine))
 
-    # The probe (is the temp dir shared?) runs once per engine, before the first create.
+    # The probe (is the temp dir shared?) runs once per engine, before the first create. The
+    # image is trusted to be there, and looked up for the metadata only once the job runs.
     assert engine.ops() == [
-        "image_id",
         "probe_bind_mount",
         "create",
         "attach",
         "start",
+        "image_id",
         "usage",
         "wait",
         "remove",
@@ -483,7 +484,6 @@ def test_start_failure_raises_launch_error_and_removes_the_container(
         run_asset(client_for(engine))
 
     assert engine.ops() == [
-        "image_id",
         "probe_bind_mount",
         "create",
         "attach",
@@ -502,7 +502,7 @@ def test_create_failure_raises_launch_error_and_leaves_nothing(
     with pytest.raises(PipesDockerLaunchError, match="no such network"):
         run_asset(client_for(engine))
 
-    assert engine.ops() == ["image_id", "probe_bind_mount", "create"]
+    assert engine.ops() == ["probe_bind_mount", "create"]
 
 
 def test_timeout_stops_and_removes_the_container(
@@ -582,7 +582,7 @@ def test_pull_policy_never_with_missing_image_fails_without_a_container(
     assert "pull" not in engine.ops()
 
 
-def test_missing_image_is_pulled_before_create(
+def test_missing_image_is_pulled_when_the_engine_says_so(
     client_for: Callable[..., PipesDockerClient],
 ) -> None:
     engine = FakeEngine(pipes_job(), image_present=False)
@@ -590,7 +590,46 @@ def test_missing_image_is_pulled_before_create(
     result = run_asset(client_for(engine))
 
     assert result.success
-    assert engine.ops()[:5] == ["image_id", "pull", "image_id", "probe_bind_mount", "create"]
+    # The probe is the first to need the image here (nothing is probed yet).
+    assert engine.ops()[:6] == [
+        "probe_bind_mount",
+        "image_id",
+        "pull",
+        "image_id",
+        "probe_bind_mount",
+        "create",
+    ]
+    assert metadata_of(result)["pipes_docker/image_id"] == "sha256:" + "ab" * 32
+
+
+def test_image_removed_after_the_probe_is_pulled_at_create(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job())
+    client = client_for(engine)
+    run_asset(client)  # probes: the answer is kept
+    engine.images_present = False
+    engine.calls.clear()
+
+    result = run_asset(client)
+
+    assert result.success
+    assert engine.ops()[:5] == ["create", "image_id", "pull", "image_id", "create"]
+
+
+def test_pull_policy_never_fails_at_create_with_a_missing_image(
+    client_for: Callable[..., PipesDockerClient],
+) -> None:
+    engine = FakeEngine(pipes_job())
+    client = client_for(engine, pull_policy="never")
+    run_asset(client)  # probes: the answer is kept
+    engine.images_present = False
+
+    with pytest.raises(PipesDockerImageError, match="pull_policy is 'never'"):
+        run_asset(client)
+
+    assert "pull" not in engine.ops()
+    assert engine.live_containers() == []
 
 
 def test_pull_policy_always_pulls_a_present_image(
