@@ -200,6 +200,21 @@ sys.exit(3)
     assert "about to fail" in run.log_messages()
 
 
+def test_a_missing_image_is_named_in_the_engines_own_words_and_leaves_nothing(
+    case: Case, pipes_tmp: Path, run_asset: RunAsset
+) -> None:
+    # Nothing looks for the image before the container is made: each engine's refusal (Docker
+    # and Podman word it differently) must still be seen for what it is, then the pull policy
+    # decides (here: never pull).
+    image = f"pipes-docker-absent-{secrets.token_hex(4)}:latest"
+
+    run = run_asset(case.client(pipes_tmp, pull_policy="never"), "print(1)", image=image)
+
+    assert not run.success
+    assert f"Image {image!r} is not present on the Docker engine at" in run.error
+    assert "pull_policy is 'never'" in run.error
+
+
 def test_timeout_stops_the_container_and_says_so(
     case: Case, pipes_tmp: Path, run_asset: RunAsset
 ) -> None:
