@@ -239,6 +239,7 @@ class FakeEngine:
         self.shares_filesystem = shares_filesystem
         self.host_root = host_root
         self.probes = 0
+        self.image_id_error: BaseException | None = None  # what image_id() raises, if set
         self.digests: list[str] = []  # what image_digests() reports
         self.pull_auths: list[Mapping[str, str] | None] = []  # the auth each pull was given
         self.usage_figures: dict[str, int | float] = {}  # what the stats "engine" reports
@@ -279,6 +280,8 @@ class FakeEngine:
 
     def image_id(self, image: str) -> str | None:
         self._record("image_id", image)
+        if self.image_id_error is not None:
+            raise self.image_id_error
         return f"sha256:{'ab' * 32}" if self.images_present else None
 
     def image_env(self, image: str) -> Mapping[str, str]:

@@ -617,6 +617,26 @@ def test_image_removed_after_the_probe_is_pulled_at_create(
     assert engine.ops()[:5] == ["create", "image_id", "pull", "image_id", "create"]
 
 
+def test_an_image_the_engine_cannot_describe_costs_its_metadata_not_the_run(
+    client_for: Callable[..., PipesDockerClient], instance: DagsterInstance
+) -> None:
+    engine = FakeEngine(pipes_job())
+    engine.image_id_error = PipesDockerEngineError("the engine hiccuped")
+
+    result = run_asset(client_for(engine), instance=instance)
+
+    assert result.success
+    metadata = metadata_of(result)
+    assert "pipes_docker/image_id" not in metadata
+    assert metadata["pipes_docker/image"] == IMAGE
+    # Looked up while the job ran (quietly), then once more after it, with a warning.
+    assert engine.ops().count("image_id") == 2
+    assert any(
+        "Could not look up image" in w and "the engine hiccuped" in w
+        for w in warnings_logged(instance, result.run_id)
+    )
+
+
 def test_pull_policy_never_fails_at_create_with_a_missing_image(
     client_for: Callable[..., PipesDockerClient],
 ) -> None:
