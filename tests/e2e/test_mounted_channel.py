@@ -32,9 +32,7 @@ def stack(docker_client: docker.DockerClient, host_temp_dir: Path) -> Iterator[S
 def test_a_mapped_host_dir_makes_the_stack_use_the_mounted_channel(
     stack: Stack, host_temp_dir: Path, page: Page, shot: Callable[[str], Path]
 ) -> None:
-    ui.materialize_from_asset_page(page, stack.url, "word_counts")
-    ui.open_launched_run(page)
-    ui.wait_for_run_status(page, "Success")
+    ui.run_from_asset_page(page, stack.url, "word_counts")
     ui.select_step(page, "word_counts")
     ui.open_log_view(page, "stdout")
     expect(page.get_by_text("read 16 words").filter(visible=True)).to_have_count(1)

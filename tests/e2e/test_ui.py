@@ -86,9 +86,7 @@ def test_materialize_from_the_graph_and_read_the_containers_output(
 def test_a_failing_container_shows_its_exit_code_and_stderr_in_the_error_view(
     stack: Stack, page: Page, shot: Callable[[str], Path]
 ) -> None:
-    ui.materialize_from_asset_page(page, stack.url, "failing_report")
-    ui.open_launched_run(page)
-    ui.wait_for_run_status(page, "Failure")
+    ui.run_from_asset_page(page, stack.url, "failing_report", "Failure")
     shot("run-failed")
 
     error = ui.open_step_failure(page)
@@ -103,9 +101,7 @@ def test_a_yaml_defined_asset_materializes_with_its_metadata_and_logs(
 ) -> None:
     # examples/dg_project/src/dg_example/defs/word_counts/defs.yaml: no Python, a second code
     # location of the stack (the dg-code service).
-    ui.materialize_from_asset_page(page, stack.url, "yaml_word_counts")
-    ui.open_launched_run(page)
-    ui.wait_for_run_status(page, "Success")
+    ui.run_from_asset_page(page, stack.url, "yaml_word_counts")
     # The job's dagster-pipes log line, in the run's event log.
     expect(visible_text(page, "counting words for asset yaml_word_counts").first).to_be_visible()
     shot("yaml-run-succeeded")
@@ -132,9 +128,7 @@ def test_a_shell_only_yaml_asset_shows_its_metadata_and_its_passing_check(
 ) -> None:
     # examples/dg_project/src/dg_example/defs/shell_report/defs.yaml: a BusyBox image with no
     # Python; the job reports through the injected `dagster-pipes` shell command.
-    ui.materialize_from_asset_page(page, stack.url, "yaml_shell_report")
-    ui.open_launched_run(page)
-    ui.wait_for_run_status(page, "Success")
+    ui.run_from_asset_page(page, stack.url, "yaml_shell_report")
     expect(visible_text(page, "counted 3 lines in yaml_shell_report").first).to_be_visible()
     expect(
         visible_text(page, "succeeded for materialization of").filter(has_text="has_lines").first
@@ -162,9 +156,7 @@ def test_a_legacy_yaml_asset_shows_its_rule_metadata_and_the_file_it_brought_bac
 ) -> None:
     # examples/dg_project/src/dg_example/defs/legacy_export/defs.yaml: an unchanged job; output
     # rules read its lines, copy_out brings its CSV back into the code location's container.
-    ui.materialize_from_asset_page(page, stack.url, "yaml_legacy_export")
-    ui.open_launched_run(page)
-    ui.wait_for_run_status(page, "Success")
+    ui.run_from_asset_page(page, stack.url, "yaml_legacy_export")
     # The job's WARNING line, logged by a rule; the rule-made check.
     expect(visible_text(page, "WARNING region west had no data").first).to_be_visible()
     expect(

@@ -53,6 +53,15 @@ def wait_for_run_status(page: Page, status: str) -> None:
     expect(page.get_by_text(status, exact=True).first).to_be_visible(timeout=RUN_TIMEOUT_MS)
 
 
+def run_from_asset_page(page: Page, base_url: str, asset: str, status: str = "Success") -> str:
+    """Materialize ``asset`` from its page, open the launched run and wait until it shows
+    ``status``; return the run id."""
+    materialize_from_asset_page(page, base_url, asset)
+    run_id = open_launched_run(page)
+    wait_for_run_status(page, status)
+    return run_id
+
+
 def select_step(page: Page, step: str) -> None:
     """Click the step's bar in the run's Gantt chart (the log views need a step selected)."""
     page.locator(f".chart-element.box[data-tooltip='{step}']").click()
