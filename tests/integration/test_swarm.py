@@ -62,9 +62,12 @@ def assert_nothing_left(swarm: SwarmCluster) -> None:
     assert wait_for_removals(timeout=120)  # a run that ended well removes in the background
     assert ours(swarm.manager.services.list()) == []
     assert ours(swarm.manager.configs.list()) == []
-    # The manager deletes a removed service's task; its node removes the container just after.
+    # The manager deletes a removed service's task; its node removes the container just after
+    # (possibly between docker-py's listing and its inspect of each container listed).
     wait_until(
-        lambda: not swarm.worker.containers.list(all=True, filters={"label": MANAGED_LABEL}),
+        lambda: not swarm.worker.containers.list(
+            all=True, filters={"label": MANAGED_LABEL}, ignore_removed=True
+        ),
         30,
         "the worker to remove the task's container",
     )
