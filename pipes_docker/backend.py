@@ -109,7 +109,8 @@ class RunImage:
 
     name: str
     id: str | None = None
-    ensure: Callable[[], object] | None = None
+    # Holds the registry credentials, if any: kept out of repr.
+    ensure: Callable[[], object] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class JobSpec:
     keep_output: bool = False
     stop_grace_seconds: float = 20.0
     # Makes sure of the image when the engine says it has none (see RunImage.ensure).
-    ensure_image: Callable[[], object] | None = None
+    ensure_image: Callable[[], object] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ log driver kept the output.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -91,7 +90,10 @@ class ContainerBackend:
         self, image: str, registry: Mapping[str, str] | None = None, *, now: bool = False
     ) -> RunImage:
         auth = registry_auth(registry or self._registry)
-        ensure = functools.partial(ensure_image, self.engine, image, self._pull_policy, auth)
+
+        def ensure() -> str:  # a closure: its repr shows no credentials
+            return ensure_image(self.engine, image, self._pull_policy, auth)
+
         if now or self._pull_policy == "always":
             return RunImage(image, id=ensure())
         return RunImage(image, ensure=ensure)

@@ -39,7 +39,8 @@ from pipes_docker import (
     PipesDockerTimeoutError,
     wait_for_removals,
 )
-from pipes_docker.backend import RunTarget
+from pipes_docker.backend import JobSpec, RunTarget
+from pipes_docker.container.backend import ContainerBackend
 from pipes_docker.container.engine import ContainerSpec, JobExit
 from tests import jobs
 from tests.jobs import error_of, metadata_of, warnings_logged
@@ -972,6 +973,28 @@ def test_dagster_dockers_positional_constructor_arguments_keep_their_meaning(
     assert engine.only.env["A"] == "client"
     assert engine.pull_auths == [
         {"username": "u", "password": "client-secret", "serveraddress": "registry.example"}
+    ]
+
+
+def test_the_image_to_pull_later_shows_no_credentials() -> None:
+    # The pull waits until the engine says it lacks the image: what holds the credentials until
+    # then must not show them when printed or logged.
+    engine = FakeEngine(image_present=False)
+    backend = ContainerBackend(
+        engine, registry={"url": "r.example", "username": "u", "password": "hunter2"}
+    )
+
+    image = backend.prepare_image(IMAGE)
+    spec = JobSpec(
+        image=IMAGE, name="n", command=None, env={}, labels={}, ensure_image=image.ensure
+    )
+
+    assert "hunter2" not in repr(image) and "hunter2" not in repr(spec)
+    assert "hunter2" not in repr(image.ensure)
+    assert image.ensure is not None
+    image.ensure()
+    assert engine.pull_auths == [
+        {"username": "u", "password": "hunter2", "serveraddress": "r.example"}
     ]
 
 
