@@ -28,7 +28,7 @@ from pipes_docker.backend import Backend, ContainerFile, JobSpec, RunImage
 from pipes_docker.channels import PipesDockerChannel
 from pipes_docker.demux import TAIL_LINES, full_tail, output_tail
 from pipes_docker.environment import inject_dagster_pipes, merge_env, resolve_env_vars
-from pipes_docker.errors import PipesDockerContainerError, PipesDockerError, job_failure
+from pipes_docker.errors import PipesDockerContainerError, job_failure
 from pipes_docker.interrupts import sigterm_unwinds
 from pipes_docker.launcher import JobLauncher, JobOutcome
 from pipes_docker.ownership import job_name, labels_for
@@ -325,9 +325,12 @@ class RunPipeline:
         could not say: the job's outcome does not hang on it."""
         try:
             return self.backend.image_metadata(image)
-        except PipesDockerError as exc:
+        except Exception as exc:  # metadata is not worth a run that did its work
             if not quiet:
-                context.log.warning(f"[pipes-docker] Could not look up image {image.name!r}: {exc}")
+                context.log.warning(
+                    f"[pipes-docker] Could not look up image {image.name!r}:"
+                    f" {type(exc).__name__}: {exc}"
+                )
             return None
 
     def _metadata(
