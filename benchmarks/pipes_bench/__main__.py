@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .engines import LABEL_SESSION, Engines, docker_ids, engines_for, remove_containers
-from .measure import measure, preflight, worker
+from .measure import PHASES, measure, preflight, worker
 from .report import complete, versions, write_outputs
 from .runners import ALIASES, RUNNERS
 from .scenarios import IMAGE, MIB, SUITES, Scenario, default_params, scenarios, size_label
@@ -187,7 +187,12 @@ def fresh_record(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if failed:
         record["error"] = f"{len(failed)} of {len(runs)} runs failed; first: {failed[0]['error']}"
     record["transports"] = sorted({str(r["transport"]) for r in runs if r.get("transport")})
+    phases = [r["phases"] for r in runs if r.get("phases")]
+    record["phases"] = (
+        {name: statistics.median(p[name] for p in phases) for name in PHASES} if phases else None
+    )
     return record
+
 
 
 def paired(runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[str, Any]:
@@ -207,6 +212,14 @@ def paired(runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[
         if diffs:
             out[f"{name}_diff"] = statistics.median(diffs)
             out[f"{name}_faster"] = sum(d < 0 for d in diffs)
+    phased = [
+        (r["phases"], ref["phases"]) for r, ref in pairs if r.get("phases") and ref.get("phases")
+    ]
+    if phased:
+        out["phases_diff"] = {
+            name: statistics.median(mine[name] - theirs[name] for mine, theirs in phased)
+            for name in PHASES
+        }
     return out
 
 

@@ -170,13 +170,72 @@ def job_of(spec: dict[str, Any]) -> tuple[Scenario, Job]:
     return scenario, job
 
 
+@contextmanager
+def engine_requests() -> Iterator[list[tuple[float, float, str]]]:
+    """The engine requests the main thread makes meanwhile: (sent, answered, "METHOD /path").
+
+    Every client here talks to the engine through docker-py, which sends each request with
+    ``requests.Session.send``; a streamed answer counts as answered when its headers arrive.
+    """
+    import threading
+
+    import requests
+
+    seen: list[tuple[float, float, str]] = []
+    original = requests.Session.send
+
+    def send(self: Any, request: Any, **kwargs: Any) -> Any:
+        sent = time.perf_counter()
+        try:
+            return original(self, request, **kwargs)
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                path = str(request.path_url).split("?")[0]
+                seen.append((sent, time.perf_counter(), f"{request.method} {path}"))
+
+    requests.Session.send = send  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        requests.Session.send = original  # type: ignore[method-assign]
+
+
+# How phases_of cuts a fresh run's wall, in order.
+PHASES = ("to_start", "start", "running", "after_exit")
+
+
+def phases_of(
+    requests_seen: list[tuple[float, float, str]], clock: float, end: float
+) -> dict[str, float] | None:
+    """The run's wall cut where the engine was asked to start the container and where the
+    orchestrator saw it exit (its last ``wait``): ``to_start`` (the client's and Dagster's work
+    up to the start request), ``start`` (the engine starting it), ``running`` (the job, until
+    its exit is seen) and ``after_exit`` (the client's and Dagster's work to the end)."""
+    starts = [(sent, done) for sent, done, what in requests_seen if _is_post(what, "/start")]
+    waits = [done for _, done, what in requests_seen if _is_post(what, "/wait")]
+    if len(starts) != 1 or not waits:
+        return None
+    (sent, started), exited = starts[0], waits[-1]
+    return {
+        "to_start": sent - clock,
+        "start": started - sent,
+        "running": exited - started,
+        "after_exit": end - exited,
+    }
+
+
+def _is_post(what: str, suffix: str) -> bool:
+    return what.startswith("POST ") and what.endswith(suffix)
+
+
 def fresh_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """One run in this fresh process, no warm-up.
 
     Every runner's modules are imported first (``imports``, the same for all rows), then the
     Dagster instance is made. The clock starts after that and stops when ``materialize()``
     returns (docker-py: when the container is removed): it covers making the client (and its
-    docker client) and the whole run. The parent adds the process's own wall time.
+    docker client) and the whole run. The parent adds the process's own wall time. The engine
+    requests are timed too, to cut the wall into phases (``phases_of``).
     """
     started = time.perf_counter()
     import dagster  # imported before the clock, by every row alike
@@ -187,14 +246,20 @@ def fresh_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     imports = time.perf_counter() - started
     _, job = job_of(spec)
-    with dagster.DagsterInstance.ephemeral() as instance, fds_to_devnull():
+    with (
+        dagster.DagsterInstance.ephemeral() as instance,
+        fds_to_devnull(),
+        engine_requests() as seen,
+    ):
         cpu_before = cpu_seconds()
         clock = time.perf_counter()
         runner = make_runner(spec["runner"], job, spec)
         out = runner.run(job, labels_for(spec, warmup=False), instance=instance)
-        out["clock"] = time.perf_counter() - clock
+        end = time.perf_counter()
+        out["clock"] = end - clock
         out["cpu"] = cpu_seconds() - cpu_before
         record = analyse(job.kind, job.params, out, messages=job.messages)
+        record["phases"] = phases_of(seen, clock, end)
     return {**record, "imports": imports}
 
 

@@ -59,4 +59,13 @@ def test_the_fresh_process_benchmark_measures_every_runner_and_compares_with_the
     assert rows["auto"]["containers_left"] == 0
     assert rows["auto"]["temp_left"] == 0
     assert rows["auto"]["vs_reference"]["rounds"] == 2
-    assert "vs dagster-docker round by round" in (tmp_path / "results.md").read_text()
+    # Each row's wall cut at the start request and the exit's sight: the four phases add up.
+    for runner, result in rows.items():
+        phases = result["phases"]
+        assert set(phases) == {"to_start", "start", "running", "after_exit"}, runner
+        assert all(seconds > 0 for seconds in phases.values()), (runner, phases)
+        assert 0.05 < phases["start"] < 2.0, (runner, phases)  # the engine's container start
+    assert set(rows["auto"]["vs_reference"]["phases_diff"]) == set(rows["auto"]["phases"])
+    text = (tmp_path / "results.md").read_text()
+    assert "vs dagster-docker round by round" in text
+    assert "to start/start/running/after exit" in text
