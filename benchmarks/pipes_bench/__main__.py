@@ -194,7 +194,6 @@ def fresh_record(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return record
 
 
-
 def paired(runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[str, Any]:
     """This runner against the reference, round by round (the runners of a round ran back to
     back, so what slowed the machine then slowed both): median differences, in seconds, and

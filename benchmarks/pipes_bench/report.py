@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .measure import PHASES as PHASE_NAMES
-from .measure import ROOT
+from .measure import PHASES, ROOT
 from .runners import RUNNERS
 from .scenarios import SUITES, scenarios
 
@@ -146,26 +145,21 @@ def notes_cell(key: str, r: dict[str, Any]) -> str:
         )
         phases = r.get("phases")
         if phases:
-            notes.append(
-                "to start/start/running/after exit "
-                + "/".join(f"{phases[name] * 1000:.0f}" for name in PHASE_NAMES)
-                + " ms"
-            )
+            ms = "/".join(f"{phases[name] * 1000:.0f}" for name in PHASES)
+            notes.append(f"to start/start/running/after exit {ms} ms")
         vs = r.get("vs_reference") or {}
         if vs.get("wall_diff") is not None:
+            phases_diff = vs.get("phases_diff")
+            by_phase = (
+                "; phases " + "/".join(f"{phases_diff[n] * 1000:+.1f}" for n in PHASES) + " ms"
+                if phases_diff
+                else ""
+            )
             notes.append(
                 f"vs dagster-docker round by round: wall {vs['wall_diff'] * 1000:+.0f} ms, faster"
                 f" in {vs['wall_faster']}/{vs['rounds']}; whole process"
                 f" {vs.get('process_diff', 0) * 1000:+.0f} ms, faster in"
-                f" {vs.get('process_faster', 0)}/{vs['rounds']}"
-                + (
-                    "; phases "
-                    + "/".join(f"{vs['phases_diff'][n] * 1000:+.1f}" for n in PHASE_NAMES)
-                    + " ms"
-                    if vs.get("phases_diff")
-                    else ""
-                )
-                + " (median differences)"
+                f" {vs.get('process_faster', 0)}/{vs['rounds']}{by_phase} (median differences)"
             )
     if key == "sleep":
         cpus = r.get("cpus") or []
