@@ -15,6 +15,7 @@ Swarm services alike:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -112,11 +113,13 @@ class JobLauncher:
 
         With ``adopt``, no job is made: that existing one (running, or ended), found again
         after a restart, is driven from where it is, its output read again from its start.
-        ``on_created`` is called with the id of a job this call made, as soon as it exists (a
-        Swarm task may run, and a restart need to find it, before its manager says it started),
-        ``on_started`` once it runs. ``after_exit`` runs
-        once a job has ended on its own and its output is read, before it is removed (files are
-        copied out of it there); what it returns joins the outcome's metadata.
+        ``on_created`` is called with the id of a job this call made once it exists (a
+        Swarm task may run, and a restart need to find it, before its manager says it started):
+        on a thread of its own, while the engine starts the job, and done before ``on_started``
+        is called and before this returns or raises; ``on_started`` once it runs.
+        ``after_exit`` runs once a job has ended on its own and its output is read, before it
+        is removed (files are copied out of it there); what it returns joins the outcome's
+        metadata.
 
         Raises:
             PipesDockerLaunchError: The job could not be made or started.
@@ -128,15 +131,20 @@ class JobLauncher:
         job: Job | None = adopt
         follower: OutputFollower | None = None
         removal: Removal | None = None
+        created: _WhileStarting | None = None
         try:
             if job is None:
                 job = self._backend.create(spec)
             # From here the job may be running: a Swarm service's task starts on its own.
             phase = _Phase.STARTING
             if adopt is None and on_created is not None:
-                on_created(job.target.id)
+                created = _WhileStarting(on_created, job.target.id)
             follower = job.follow(stdout, stderr)
+            if created is not None:
+                created.go()
             job.start()
+            if created is not None:
+                created.done()
             phase = _Phase.RUNNING
             if adopt is None and on_started is not None:
                 on_started(job.target.id)
@@ -175,6 +183,8 @@ class JobLauncher:
             raise
         finally:
             with deferred_signals():
+                if created is not None:
+                    created.done(reraise=False)  # the run's own error, if any, comes first
                 if follower is not None:
                     if phase is _Phase.STARTING:
                         follower.abort()  # never started: nothing more will come
@@ -246,6 +256,44 @@ class JobLauncher:
             stderr_tail=tail,
             tail_stream=tail_stream,
         )
+
+
+class _WhileStarting:
+    """``call(job_id)`` run on a thread while the engine starts the job.
+
+    The thread is made at once and waits for :meth:`go`, given just before the start request:
+    what ``call`` does (writing to Dagster's event log, say) then overlaps the engine's work
+    instead of delaying the request. :meth:`done` waits for it (letting it run first if
+    :meth:`go` never came) and raises what it raised.
+    """
+
+    def __init__(self, call: Callable[[str], None], job_id: str) -> None:
+        self._go = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(call, job_id), name="pipes-docker-created", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, call: Callable[[str], None], job_id: str) -> None:
+        self._go.wait()
+        try:
+            call(job_id)
+        except BaseException as exc:
+            self._error = exc
+
+    def go(self) -> None:
+        self._go.set()
+
+    def done(self, *, reraise: bool = True) -> None:
+        self._go.set()
+        self._thread.join()
+        error, self._error = self._error, None
+        if error is None:
+            return
+        if reraise:
+            raise error
+        logger.warning("on_created failed: %s: %s", type(error).__name__, error)
 
 
 def _raise_failure(follower: OutputFollower, target: RunTarget, image: str) -> None:

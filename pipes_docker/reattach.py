@@ -106,7 +106,8 @@ class Reattach:
         context: OpExecutionContext | AssetExecutionContext,
         launch_record: Mapping[str, str],
     ) -> Callable[[str], None]:
-        """The call that records a launch as soon as the job exists (``on_created``)."""
+        """The call that records a launch once the job exists (``on_created``: the launcher
+        makes it while the engine starts the job, and before the job is waited for)."""
 
         def record(job_id: str) -> None:
             try:

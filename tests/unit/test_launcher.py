@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 
 import pytest
@@ -273,3 +274,71 @@ def test_a_busy_pump_is_not_cut_off_by_the_drain_timeout() -> None:
     # Draining took seconds, far past the 0.5 s timeout, yet nothing was cut off: the stream
     # was never idle for that long.
     assert out.getvalue() == "".join(lines)
+
+
+class SlowStart(FakeEngine):
+    """An engine whose start request takes a while, as a real engine's does (~150 ms)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.start_began = threading.Event()
+
+    def start(self, container_id: str, image: str) -> None:
+        self.start_began.set()
+        time.sleep(0.2)
+        super().start(container_id, image)
+
+
+def test_the_creation_hook_runs_while_the_engine_starts_the_job_and_ends_before_it_runs() -> None:
+    engine = SlowStart(lambda spec, box: 0)
+    seen: list[str] = []
+
+    def on_created(job_id: str) -> None:
+        # It may not hold up the start request: it waits for it here, and would time out.
+        seen.append("start requested" if engine.start_began.wait(5) else "start not requested")
+        time.sleep(0.05)
+        seen.append(f"created {job_id}")
+
+    stdout, stderr, _, _ = sinks()
+    outcome = ContainerLauncher(engine).run(
+        spec(),
+        stdout=stdout,
+        stderr=stderr,
+        on_created=on_created,
+        on_started=lambda job_id: seen.append(f"started {job_id}"),
+    )
+
+    job_id = outcome.target.id
+    assert seen == ["start requested", f"created {job_id}", f"started {job_id}"]
+
+
+def test_a_creation_hook_that_fails_fails_the_run_and_the_job_is_removed() -> None:
+    engine = FakeEngine(never_exits)
+
+    def on_created(job_id: str) -> None:
+        raise RuntimeError("event log unavailable")
+
+    stdout, stderr, _, _ = sinks()
+    with pytest.raises(RuntimeError, match="event log unavailable"):
+        ContainerLauncher(engine).run(spec(), stdout=stdout, stderr=stderr, on_created=on_created)
+
+    assert engine.live_containers() == []
+    assert not [t for t in threading.enumerate() if t.name == "pipes-docker-created"]
+
+
+def test_a_start_that_fails_still_records_the_created_job_and_leaves_no_thread() -> None:
+    class FailingStart(FakeEngine):
+        def start(self, container_id: str, image: str) -> None:
+            raise PipesDockerEngineError("no such runtime")
+
+    engine = FailingStart(lambda spec, box: 0)
+    created: list[str] = []
+    stdout, stderr, _, _ = sinks()
+    with pytest.raises(PipesDockerEngineError, match="no such runtime"):
+        ContainerLauncher(engine).run(
+            spec(), stdout=stdout, stderr=stderr, on_created=created.append
+        )
+
+    assert created == [engine.only.id]
+    assert engine.live_containers() == []
+    assert not [t for t in threading.enumerate() if t.name == "pipes-docker-created"]
