@@ -119,10 +119,11 @@ class JobSpec:
 
     ``options`` are the backend's own keywords (``container_kwargs``, ``service_kwargs``),
     already merged; ``keep_output`` asks the engine to keep the job's output so that it can be
-    read again after a reattach.
+    read again after a reattach; ``image`` says how to make sure of the image if the engine
+    has none (:class:`RunImage`).
     """
 
-    image: str
+    image: RunImage
     name: str
     command: str | Sequence[str] | None
     env: Mapping[str, str]
@@ -132,8 +133,6 @@ class JobSpec:
     files: Sequence[ContainerFile] = ()
     keep_output: bool = False
     stop_grace_seconds: float = 20.0
-    # Makes sure of the image when the engine says it has none (see RunImage.ensure).
-    ensure_image: Callable[[], object] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -257,7 +256,8 @@ class Backend(Protocol):
         ``always`` or ``now`` is set, else only if the engine turns out not to have it."""
 
     def image_env(self, image: str) -> Mapping[str, str]:
-        """The environment the image sets (``ENV``), as far as the backend can see it."""
+        """The environment the image sets (``ENV``), as far as the backend can see it;
+        ``image`` is a reference or the id :meth:`prepare_image` found."""
 
     def image_metadata(self, image: RunImage) -> Mapping[str, Any]:
         """What the run's metadata says of the image (its id, its registry digest); asked while

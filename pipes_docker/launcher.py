@@ -151,7 +151,7 @@ class JobLauncher:
             sampler = job.usage()
             started = time.monotonic()
             try:
-                exit_ = self._wait(job, started, timeout_seconds, follower, spec.image)
+                exit_ = self._wait(job, started, timeout_seconds, follower, spec.image.name)
             finally:
                 usage = sampler.stop()
             if exit_ is None:
@@ -162,7 +162,7 @@ class JobLauncher:
             phase = _Phase.ENDED
             duration = time.monotonic() - started
             follower.finish(self._drain_timeout)
-            _raise_failure(follower, job.target, spec.image)
+            _raise_failure(follower, job.target, spec.image.name)
             metadata = {**job.metadata(), **(after_exit(job, exit_) if after_exit else {})}
             if remove_in_background:
                 removal = Removal(job.remove, job.target)
@@ -249,7 +249,7 @@ class JobLauncher:
     ) -> PipesDockerTimeoutError:
         tail, tail_stream = output_tail(stdout, stderr, TAIL_LINES)
         return PipesDockerTimeoutError(
-            image=spec.image,
+            image=spec.image.name,
             target=job.target,
             timeout_seconds=timeout_seconds,
             grace_seconds=self._termination_timeout,

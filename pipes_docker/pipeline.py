@@ -131,8 +131,13 @@ class RunPipeline:
                 image, registry, now=inject_pipes or inject_reporter
             )
             files: list[ContainerFile] = []
-            # One inspect serves both injections (each keeps the PATH/PYTHONPATH it found).
-            image_env = self.backend.image_env(image) if inject_pipes or inject_reporter else {}
+            # One inspect serves both injections (each keeps the PATH/PYTHONPATH it found); the
+            # one that made sure of the image, when its backend made one (the id is known).
+            image_env = (
+                self.backend.image_env(run_image.id or image)
+                if inject_pipes or inject_reporter
+                else {}
+            )
             if inject_pipes:
                 injected = inject_dagster_pipes(image_env, env_layers)
                 env_layers.append(injected.env)
@@ -230,7 +235,7 @@ class RunPipeline:
             if adoption is not None:
                 name = adoption.found.job.target.name or name
             spec = JobSpec(
-                image=image.name,
+                image=image,
                 name=name,
                 command=command,
                 env=merge_env(env_layers, session.get_bootstrap_env_vars()),
@@ -242,7 +247,6 @@ class RunPipeline:
                 stop_grace_seconds=(
                     settings.termination_timeout_seconds if settings.forward_termination else 0.0
                 ),
-                ensure_image=image.ensure,
             )
             if adoption is not None:
                 note.job_ran()

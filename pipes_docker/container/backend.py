@@ -128,11 +128,11 @@ class ContainerBackend:
 
     def create(self, spec: JobSpec) -> ContainerJob:
         native = container_spec(spec)
-        created = _with_image(spec.ensure_image, lambda: self.engine.create(native))
-        job = ContainerJob(self.engine, created.id, spec.name, spec.image, tty=created.tty)
+        created = _with_image(spec.image.ensure, lambda: self.engine.create(native))
+        job = ContainerJob(self.engine, created.id, spec.name, native.image, tty=created.tty)
         if native.files:
             try:
-                self.engine.copy_files(created.id, spec.image, native.files)
+                self.engine.copy_files(created.id, native.image, native.files)
             except BaseException:
                 job.remove()
                 raise

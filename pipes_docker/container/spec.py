@@ -48,7 +48,7 @@ def container_spec(job: JobSpec) -> ContainerSpec:
     if not job.keep_output:
         options.setdefault("log_config", {"type": "none", "config": {}})
     return ContainerSpec(
-        image=job.image,
+        image=job.image.name,
         name=job.name,
         command=job.command,
         env=job.env,

@@ -33,7 +33,10 @@ class ImageCalls:
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self._connection = DockerConnection(client)
         self._lock = threading.Lock()
+        # What an image id's inspect said, kept for the rest of the run: an id names one
+        # image's content, so its environment never changes (its digests may gain a tag).
         self._digests: dict[str, list[str]] = {}
+        self._envs: dict[str, dict[str, str]] = {}
 
     @property
     def client(self) -> docker.DockerClient:
@@ -54,9 +57,11 @@ class ImageCalls:
         attrs = self._inspect(image)
         if attrs is None:
             return None
+        image_id = str(attrs["Id"])
         with self._lock:
-            self._digests[str(attrs["Id"])] = list(attrs.get("RepoDigests") or [])
-        return str(attrs["Id"])
+            self._digests[image_id] = list(attrs.get("RepoDigests") or [])
+            self._envs[image_id] = _config_env(attrs)
+        return image_id
 
     def image_digests(self, image_id: str) -> Sequence[str]:
         # Read from the inspect image_id() made for this run: no round trip of its own.
@@ -65,12 +70,18 @@ class ImageCalls:
 
     @retry_transient_engine_errors
     def image_config_env(self, image: str) -> Mapping[str, str] | None:
-        """The environment the image's config sets; ``None`` when the engine has no such image."""
+        """The environment the image's config sets; ``None`` when the engine has no such image.
+
+        ``image`` is a reference or an id; for an id :meth:`image_id` returned, no round trip.
+        """
+        with self._lock:
+            known = self._envs.get(image)
+        if known is not None:
+            return dict(known)
         attrs = self._inspect(image)
         if attrs is None:
             return None
-        pairs = (item.partition("=") for item in (attrs.get("Config") or {}).get("Env") or [])
-        return {key: value for key, _, value in pairs}
+        return _config_env(attrs)
 
     def _inspect(self, image: str) -> Mapping[str, Any] | None:
         """The engine's inspect of ``image``; ``None`` when it has no such image."""
@@ -109,6 +120,11 @@ class ImageCalls:
                 raise PipesDockerImageError(
                     f"Pulling image {image!r} failed: {explain_api_error(exc)}", image=image
                 ) from exc
+
+
+def _config_env(attrs: Mapping[str, Any]) -> dict[str, str]:
+    pairs = (item.partition("=") for item in (attrs.get("Config") or {}).get("Env") or [])
+    return {key: value for key, _, value in pairs}
 
 
 def _is_pull_rate_limit(exc: docker.errors.APIError) -> bool:

@@ -102,7 +102,7 @@ class SwarmBackend:
 
     def create(self, spec: JobSpec) -> SwarmJob:
         native = ServiceSpec(
-            image=spec.image,
+            image=spec.image.name,
             name=service_name(spec.name),
             command=shlex.split(spec.command) if isinstance(spec.command, str) else spec.command,
             env=spec.env,

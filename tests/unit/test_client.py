@@ -357,6 +357,10 @@ def test_inject_pipes_puts_the_installed_dagster_pipes_first_on_pythonpath(
     # Copied in before start, not bind-mounted: injection works on remote engines too.
     assert not [m for m in engine.only.spec.mounts if m.container_path.startswith(entries[0])]
     assert "copy_files" in engine.ops()
+    # The image is made sure of by name once; its env is read by the id that found (which the
+    # docker engine answers from that inspect).
+    looked_up = [(op, arg) for op, arg in engine.calls if op in ("image_id", "image_env")]
+    assert looked_up[:2] == [("image_id", IMAGE), ("image_env", f"sha256:{'ab' * 32}")]
 
 
 def test_without_inject_pipes_the_image_is_left_as_it_is(
@@ -985,9 +989,7 @@ def test_the_image_to_pull_later_shows_no_credentials() -> None:
     )
 
     image = backend.prepare_image(IMAGE)
-    spec = JobSpec(
-        image=IMAGE, name="n", command=None, env={}, labels={}, ensure_image=image.ensure
-    )
+    spec = JobSpec(image=image, name="n", command=None, env={}, labels={})
 
     assert "hunter2" not in repr(image) and "hunter2" not in repr(spec)
     assert "hunter2" not in repr(image.ensure)

@@ -280,3 +280,20 @@ def test_ssh_without_paramiko_fails_at_once_naming_the_extra_to_install(
 
     assert not raised.value.transient
     assert time.monotonic() - started < 1.0  # not retried as if the engine were down
+
+
+def test_the_env_of_an_image_id_just_inspected_costs_no_second_inspect() -> None:
+    client = FakeDockerClient()
+    inspect = Script(
+        {"Id": "sha256:" + "ab" * 32, "RepoDigests": [], "Config": {"Env": ["PATH=/opt/bin"]}}
+    )
+    client.api.inspect_image = inspect  # type: ignore[attr-defined]
+    engine = DockerEngine(client)  # type: ignore[arg-type]
+
+    image_id = engine.image_id("job:1")  # the pull policy's check, before an injection
+    assert image_id is not None
+    assert engine.image_env(image_id) == {"PATH": "/opt/bin"}
+    assert inspect.calls == 1
+    # A reference may point at another image by now: it is asked again.
+    assert engine.image_env("job:1") == {"PATH": "/opt/bin"}
+    assert inspect.calls == 2

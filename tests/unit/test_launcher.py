@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipes_docker.backend import JobExit, JobSpec
+from pipes_docker.backend import JobExit, JobSpec, RunImage
 from pipes_docker.container.backend import ContainerBackend
 from pipes_docker.container.engine import ContainerSpec
 from pipes_docker.demux import LineSink
@@ -28,7 +28,7 @@ def ContainerLauncher(engine: FakeEngine, **settings: float) -> JobLauncher:
 
 def spec(**options: object) -> JobSpec:
     return JobSpec(
-        image="job:1", name="pipes-test", command=None, env={}, labels={}, options=options
+        image=RunImage("job:1"), name="pipes-test", command=None, env={}, labels={}, options=options
     )
 
 

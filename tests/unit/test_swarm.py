@@ -25,7 +25,7 @@ from pipes_docker import (
     PipesDockerMountedChannel,
     PipesDockerSwarmClient,
 )
-from pipes_docker.backend import ContainerFile, JobSpec
+from pipes_docker.backend import ContainerFile, JobSpec, RunImage
 from pipes_docker.demux import LineSink
 from pipes_docker.errors import PipesDockerTimeoutError
 from pipes_docker.launcher import JobLauncher
@@ -385,7 +385,7 @@ def test_an_interrupted_run_stops_the_task_removes_everything_and_propagates() -
     engine = FakeSwarmEngine(job)
     launcher = JobLauncher(SwarmBackend(engine))
     spec = JobSpec(
-        image="job:1",
+        image=RunImage("job:1"),
         command=None,
         name="pipes-interrupted",
         env={},
@@ -503,7 +503,7 @@ def test_a_stop_ends_within_grace_and_margin_however_slow_the_manager_removes(
 
     engine = SlowManager(job)
     spec = JobSpec(
-        image="job:1",
+        image=RunImage("job:1"),
         command=None,
         name="pipes-slow-manager",
         env={},
