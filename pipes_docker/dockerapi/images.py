@@ -33,8 +33,8 @@ class ImageCalls:
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self._connection = DockerConnection(client)
         self._lock = threading.Lock()
-        # What an image id's inspect said, kept for the rest of the run: an id names one
-        # image's content, so its environment never changes (its digests may gain a tag).
+        # What the last inspect of an image id said (each image_id() inspects again): an id
+        # names one image's content, so its environment never changes.
         self._digests: dict[str, list[str]] = {}
         self._envs: dict[str, dict[str, str]] = {}
 
