@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import signal
 import statistics
 import subprocess
@@ -194,10 +195,19 @@ def fresh_record(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return record
 
 
+def median_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float]:
+    """A bootstrap interval for the median of ``diffs`` (2000 resamples, a fixed seed): how
+    far another set of rounds on the same machine could put it."""
+    draw = random.Random(0)
+    medians = sorted(statistics.median(draw.choices(diffs, k=len(diffs))) for _ in range(2000))
+    tail = (1 - level) / 2
+    return medians[int(tail * len(medians))], medians[int((1 - tail) * len(medians)) - 1]
+
+
 def paired(runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[str, Any]:
     """This runner against the reference, round by round (the runners of a round ran back to
-    back, so what slowed the machine then slowed both): median differences, in seconds, and
-    the rounds this runner was faster in."""
+    back, so what slowed the machine then slowed both): median differences, in seconds, with a
+    95 % interval for the wall's, and the rounds this runner was faster in."""
     pairs = [
         (r, ref) for r, ref in zip(runs, reference, strict=True) if r.get("ok") and ref.get("ok")
     ]
@@ -211,6 +221,8 @@ def paired(runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[
         if diffs:
             out[f"{name}_diff"] = statistics.median(diffs)
             out[f"{name}_faster"] = sum(d < 0 for d in diffs)
+            if name == "wall":
+                out["wall_diff_interval"] = median_interval(diffs)
     phased = [
         (r["phases"], ref["phases"]) for r, ref in pairs if r.get("phases") and ref.get("phases")
     ]

@@ -155,8 +155,10 @@ def notes_cell(key: str, r: dict[str, Any]) -> str:
                 if phases_diff
                 else ""
             )
+            low, high = vs.get("wall_diff_interval") or (vs["wall_diff"], vs["wall_diff"])
             notes.append(
-                f"vs dagster-docker round by round: wall {vs['wall_diff'] * 1000:+.0f} ms, faster"
+                f"vs dagster-docker round by round: wall {vs['wall_diff'] * 1000:+.0f} ms (95 %"
+                f" interval {low * 1000:+.0f} to {high * 1000:+.0f} ms), faster"
                 f" in {vs['wall_faster']}/{vs['rounds']}; whole process"
                 f" {vs.get('process_diff', 0) * 1000:+.0f} ms, faster in"
                 f" {vs.get('process_faster', 0)}/{vs['rounds']}{by_phase} (median differences)"

@@ -66,6 +66,8 @@ def test_the_fresh_process_benchmark_measures_every_runner_and_compares_with_the
         assert all(seconds > 0 for seconds in phases.values()), (runner, phases)
         assert 0.05 < phases["start"] < 2.0, (runner, phases)  # the engine's container start
     assert set(rows["auto"]["vs_reference"]["phases_diff"]) == set(rows["auto"]["phases"])
+    low, high = rows["auto"]["vs_reference"]["wall_diff_interval"]
+    assert low <= rows["auto"]["vs_reference"]["wall_diff"] <= high
     text = (tmp_path / "results.md").read_text()
     assert "vs dagster-docker round by round" in text
     assert "to start/start/running/after exit" in text
