@@ -255,9 +255,8 @@ class Backend(Protocol):
         run's ``registry`` credentials over the client's): at once when the policy is
         ``always`` or ``now`` is set, else only if the engine turns out not to have it."""
 
-    def image_env(self, image: str) -> Mapping[str, str]:
-        """The environment the image sets (``ENV``), as far as the backend can see it;
-        ``image`` is a reference or the id :meth:`prepare_image` found."""
+    def image_env(self, image: RunImage) -> Mapping[str, str]:
+        """The environment the image sets (``ENV``), as far as the backend can see it."""
 
     def image_metadata(self, image: RunImage) -> Mapping[str, Any]:
         """What the run's metadata says of the image (its id, its registry digest); asked while

@@ -131,13 +131,8 @@ class RunPipeline:
                 image, registry, now=inject_pipes or inject_reporter
             )
             files: list[ContainerFile] = []
-            # One inspect serves both injections (each keeps the PATH/PYTHONPATH it found); the
-            # one that made sure of the image, when its backend made one (the id is known).
-            image_env = (
-                self.backend.image_env(run_image.id or image)
-                if inject_pipes or inject_reporter
-                else {}
-            )
+            # One inspect serves both injections (each keeps the PATH/PYTHONPATH it found).
+            image_env = self.backend.image_env(run_image) if inject_pipes or inject_reporter else {}
             if inject_pipes:
                 injected = inject_dagster_pipes(image_env, env_layers)
                 env_layers.append(injected.env)

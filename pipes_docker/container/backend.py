@@ -98,8 +98,10 @@ class ContainerBackend:
             return RunImage(image, id=ensure())
         return RunImage(image, ensure=ensure)
 
-    def image_env(self, image: str) -> Mapping[str, str]:
-        return self.engine.image_env(image)
+    def image_env(self, image: RunImage) -> Mapping[str, str]:
+        # By the id prepare_image found, when it made sure of the image: the engine answers
+        # that from the inspect it made then.
+        return self.engine.image_env(image.id or image.name)
 
     def image_metadata(self, image: RunImage) -> Mapping[str, Any]:
         image_id = image.id or self.engine.image_id(image.name)

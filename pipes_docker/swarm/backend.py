@@ -89,8 +89,8 @@ class SwarmBackend:
     ) -> RunImage:
         return RunImage(image)  # the node that runs the task pulls the image itself
 
-    def image_env(self, image: str) -> Mapping[str, str]:
-        return self.engine.image_env(image)
+    def image_env(self, image: RunImage) -> Mapping[str, str]:
+        return self.engine.image_env(image.name)
 
     def image_metadata(self, image: RunImage) -> Mapping[str, Any]:
         return {}
