@@ -6,13 +6,18 @@ gathers metadata and cleans up. Only the :class:`~pipes_docker.backend.Backend` 
 :class:`~pipes_docker.PipesDockerClient` (a container) and
 :class:`~pipes_docker.PipesDockerSwarmClient` (a Swarm service), so every feature added here
 serves both.
+
+The optional features (output rules, copying files out, the shell reporter) are imported by the
+runs that use them: Dagster runs each step in a fresh process, which pays for every module it
+imports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     AssetExecutionContext,
@@ -24,7 +29,7 @@ from dagster import (
 )
 from dagster_pipes import PipesExtras
 
-from pipes_docker.backend import Backend, ContainerFile, JobSpec, RunImage
+from pipes_docker.backend import Backend, ContainerFile, Job, JobExit, JobSpec, RunImage
 from pipes_docker.channels import PipesDockerChannel
 from pipes_docker.demux import TAIL_LINES, full_tail, output_tail
 from pipes_docker.environment import inject_dagster_pipes, merge_env, resolve_env_vars
@@ -34,9 +39,6 @@ from pipes_docker.launcher import JobLauncher, JobOutcome
 from pipes_docker.ownership import job_name, labels_for
 from pipes_docker.reattach import Adoption, Reattach
 from pipes_docker.removals import Removal, run_removals
-from pipes_docker.reporter import reporter_injection
-from pipes_docker.retrieve import PipesDockerCopyOut, check_copy_out, copy_out_after_exit
-from pipes_docker.rules import PipesDockerOutputRule, RunRules, check_rules, run_rules
 from pipes_docker.session import (
     interrupt_logger,
     legacy_jobs_noted_at_info,
@@ -45,6 +47,10 @@ from pipes_docker.session import (
     output_sinks,
     selected_asset_keys,
 )
+
+if TYPE_CHECKING:
+    from pipes_docker.retrieve import PipesDockerCopyOut
+    from pipes_docker.rules import PipesDockerOutputRule, RunRules
 
 __all__ = ["RunPipeline", "RunSettings"]
 
@@ -113,8 +119,15 @@ class RunPipeline:
         copy_out: PipesDockerCopyOut | None = None,
         registry: Mapping[str, str] | None = None,
     ) -> PipesClientCompletedInvocation:
-        rules = (*self._settings.output_rules, *check_rules(output_rules))
-        if check_copy_out(copy_out) is not None:
+        rules = self._settings.output_rules
+        if output_rules:
+            from pipes_docker.rules import check_rules
+
+            rules = (*rules, *check_rules(output_rules))
+        if copy_out is not None:
+            from pipes_docker.retrieve import check_copy_out
+
+            check_copy_out(copy_out)
             self.backend.check_copy_out()
         run_options = dict(options or {})
         self.backend.options.check(run_options)
@@ -217,6 +230,8 @@ class RunPipeline:
             if reporter_image_env is not None and adoption is None:
                 # The shell reporter: its files and env come from this session's bootstrap
                 # params and context.
+                from pipes_docker.reporter import reporter_injection
+
                 reporter = reporter_injection(
                     session.get_bootstrap_env_vars(),
                     session.context_data,
@@ -247,12 +262,7 @@ class RunPipeline:
                 note.job_ran()
                 self._reattach.adopted(context, adoption)
             with (
-                run_rules(
-                    rules,
-                    asset_keys=selected_asset_keys(context),
-                    handle=session.message_handler.handle_message,  # type: ignore[arg-type]
-                    log=context.log,
-                ) as watching,
+                _watching(rules, context, session) as watching,
                 output_sinks(
                     forward_stdio=settings.forward_stdio,
                     log_dir=settings.log_dir,
@@ -277,11 +287,7 @@ class RunPipeline:
                     ),
                     on_started=on_started,
                     adopt=adoption.found.job if adoption is not None else None,
-                    after_exit=(
-                        copy_out_after_exit(files_out, context.log.warning)
-                        if files_out is not None
-                        else None
-                    ),
+                    after_exit=_copying_out(files_out, context),
                 )
                 if outcome.removal is not None:
                     removals.append(outcome.removal)
@@ -364,3 +370,33 @@ class RunPipeline:
         for stream, path in log_paths(self._settings.log_dir, run_name).items():
             metadata[f"pipes_docker/{stream}_log"] = MetadataValue.path(path)
         return metadata
+
+
+def _watching(
+    rules: Sequence[PipesDockerOutputRule],
+    context: OpExecutionContext | AssetExecutionContext,
+    session: PipesSession,
+) -> AbstractContextManager[RunRules | None]:
+    """The run's output rules at work (``None`` without rules)."""
+    if not rules:
+        return nullcontext()
+    from pipes_docker.rules import run_rules
+
+    return run_rules(
+        rules,
+        asset_keys=selected_asset_keys(context),
+        handle=session.message_handler.handle_message,  # type: ignore[arg-type]
+        log=context.log,
+    )
+
+
+def _copying_out(
+    files_out: PipesDockerCopyOut | None,
+    context: OpExecutionContext | AssetExecutionContext,
+) -> Callable[[Job, JobExit], Mapping[str, Any]] | None:
+    """The launcher's ``after_exit`` step that copies ``files_out`` (``None``: nothing to copy)."""
+    if files_out is None:
+        return None
+    from pipes_docker.retrieve import copy_out_after_exit
+
+    return copy_out_after_exit(files_out, context.log.warning)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, ClassVar, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, TypeVar, Unpack
 
 from dagster import (
     AssetExecutionContext,
@@ -28,8 +28,10 @@ from pipes_docker.channels import PipesDockerChannel, choose_channel
 from pipes_docker.errors import PipesDockerConfigError
 from pipes_docker.ownership import sweep
 from pipes_docker.pipeline import RunPipeline, RunSettings
-from pipes_docker.retrieve import PipesDockerCopyOut
-from pipes_docker.rules import PipesDockerOutputRule, check_rules
+
+if TYPE_CHECKING:  # imported by the runs that use them (see pipes_docker.pipeline)
+    from pipes_docker.retrieve import PipesDockerCopyOut
+    from pipes_docker.rules import PipesDockerOutputRule
 
 __all__ = ["ClientSettings", "PipesDockerClientBase", "RunArguments", "one_engine"]
 
@@ -131,6 +133,11 @@ class PipesDockerClientBase(PipesClient, TreatAsResourceParam):
         **settings: Unpack[ClientSettings],
     ) -> None:
         _refuse_unknown(type(self).__name__, settings, ClientSettings)
+        output_rules: tuple[PipesDockerOutputRule, ...] = ()
+        if settings.get("output_rules"):
+            from pipes_docker.rules import check_rules
+
+            output_rules = check_rules(settings.get("output_rules"))
         self._pipeline = RunPipeline(
             backend,
             choose_channel(
@@ -147,7 +154,7 @@ class PipesDockerClientBase(PipesClient, TreatAsResourceParam):
                 forward_termination=settings.get("forward_termination", True),
                 termination_timeout_seconds=settings.get("termination_timeout_seconds", 20.0),
                 reattach=settings.get("reattach", True),
-                output_rules=check_rules(settings.get("output_rules")),
+                output_rules=output_rules,
             ),
             client_name=self.client_name,
         )

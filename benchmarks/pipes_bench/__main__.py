@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .engines import LABEL_SESSION, Engines, docker_ids, engines_for, remove_containers
-from .measure import PHASES, measure, preflight, worker
+from .measure import PHASES, compile_packages, measure, preflight, worker
 from .report import complete, versions, write_outputs
 from .runners import ALIASES, RUNNERS
 from .scenarios import IMAGE, MIB, SUITES, Scenario, default_params, scenarios, size_label
@@ -175,7 +175,7 @@ def fresh_record(runs: list[dict[str, Any]]) -> dict[str, Any]:
         record["wall" if key == "clock" else key] = (
             statistics.median(record[many]) if record[many] else None
         )
-    for key in ("worker_seconds", "imports"):
+    for key in ("worker_seconds", "imports", "setup_modules"):
         record[key + "_all"] = [r.get(key) for r in runs]
         record[key] = statistics.median([r.get(key) or 0.0 for r in runs])
     for key in ("delivered", "expected", "duplicates", "containers_left", "temp_left"):
@@ -285,6 +285,8 @@ def run_all(
                 {"scenario": scenario.key, "runner": runner, "result": one(scenario, runner)}
             )
         known = scenarios(params, args.suite)
+        if fresh:
+            compile_packages()
         for key, runners in fresh.items():
             for i in range(known[key].repeats):
                 print(f"[bench] {known[key].title}: round {i + 1}", file=sys.stderr, flush=True)

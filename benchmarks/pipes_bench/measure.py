@@ -12,6 +12,8 @@ pays in a process of its own, as under Dagster's multiprocess executor.
 
 from __future__ import annotations
 
+import compileall
+import importlib.util
 import json
 import os
 import resource
@@ -201,23 +203,26 @@ def engine_requests() -> Iterator[list[tuple[float, float, str]]]:
 
 
 # How phases_of cuts a fresh run's wall, in order.
-PHASES = ("to_start", "start", "running", "after_exit")
+PHASES = ("setup", "to_start", "start", "running", "after_exit")
 
 
 def phases_of(
-    requests_seen: list[tuple[float, float, str]], clock: float, end: float
+    requests_seen: list[tuple[float, float, str]], clock: float, made: float, end: float
 ) -> dict[str, float] | None:
-    """The run's wall cut where the engine was asked to start the container and where the
-    orchestrator saw it exit (its last ``wait``): ``to_start`` (the client's and Dagster's work
-    up to the start request), ``start`` (the engine starting it), ``running`` (the job, until
-    its exit is seen) and ``after_exit`` (the client's and Dagster's work to the end)."""
+    """The run's wall cut where the runner's client was made, where the engine was asked to
+    start the container and where the orchestrator saw it exit (its last ``wait``): ``setup``
+    (importing the client's package and making the client), ``to_start`` (the client's and
+    Dagster's work up to the start request), ``start`` (the engine starting it), ``running``
+    (the job, until its exit is seen) and ``after_exit`` (the client's and Dagster's work to
+    the end)."""
     starts = [(sent, done) for sent, done, what in requests_seen if _is_post(what, "/start")]
     waits = [done for _, done, what in requests_seen if _is_post(what, "/wait")]
     if len(starts) != 1 or not waits:
         return None
     (sent, started), exited = starts[0], waits[-1]
     return {
-        "to_start": sent - clock,
+        "setup": made - clock,
+        "to_start": sent - made,
         "start": started - sent,
         "running": exited - started,
         "after_exit": end - exited,
@@ -229,20 +234,20 @@ def _is_post(what: str, suffix: str) -> bool:
 
 
 def fresh_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """One run in this fresh process, no warm-up.
+    """One run in this fresh process, no warm-up: what a step pays under Dagster's
+    multiprocess executor, whose step process loads the code location (and so imports the
+    client's package) before it runs the step.
 
-    Every runner's modules are imported first (``imports``, the same for all rows), then the
-    Dagster instance is made. The clock starts after that and stops when ``materialize()``
-    returns (docker-py: when the container is removed): it covers making the client (and its
-    docker client) and the whole run. The parent adds the process's own wall time. The engine
-    requests are timed too, to cut the wall into phases (``phases_of``).
+    ``dagster`` and ``docker`` (docker-py), which every row needs, are imported first
+    (``imports``) and the Dagster instance is made. The clock starts after that and stops when
+    ``materialize()`` returns (docker-py: when the container is removed): it covers importing
+    the runner's own package (``pipes_docker``, ``dagster_docker``: each row imports only its
+    own) and making its client, then the whole run. The parent adds the process's own wall
+    time. The engine requests are timed too, to cut the wall into phases (``phases_of``).
     """
     started = time.perf_counter()
-    import dagster  # imported before the clock, by every row alike
-    import dagster_docker  # noqa: F401
+    import dagster  # every row needs them: imported before the clock
     import docker  # noqa: F401
-
-    import pipes_docker  # noqa: F401
 
     imports = time.perf_counter() - started
     _, job = job_of(spec)
@@ -253,14 +258,28 @@ def fresh_worker(spec: dict[str, Any]) -> dict[str, Any]:
     ):
         cpu_before = cpu_seconds()
         clock = time.perf_counter()
-        runner = make_runner(spec["runner"], job, spec)
+        loaded = len(sys.modules)
+        runner = make_runner(spec["runner"], job, spec)  # imports the runner's own package
+        made = time.perf_counter()
+        setup_modules = len(sys.modules) - loaded
         out = runner.run(job, labels_for(spec, warmup=False), instance=instance)
         end = time.perf_counter()
         out["clock"] = end - clock
         out["cpu"] = cpu_seconds() - cpu_before
         record = analyse(job.kind, job.params, out, messages=job.messages)
-        record["phases"] = phases_of(seen, clock, end)
-    return {**record, "imports": imports}
+        record["phases"] = phases_of(seen, clock, made, end)
+    return {**record, "imports": imports, "setup_modules": setup_modules}
+
+
+def compile_packages(names: tuple[str, ...] = ("pipes_docker",)) -> None:
+    """Write the bytecode of ``names`` as ``pip install`` does, so that a fresh process reads
+    it instead of compiling the sources (an editable install under
+    ``PYTHONDONTWRITEBYTECODE`` would compile every module in every process, which no
+    installed package does; dagster-docker's came with its install)."""
+    for name in names:
+        found = importlib.util.find_spec(name)
+        for directory in (found.submodule_search_locations or []) if found else []:
+            compileall.compile_dir(directory, quiet=1)
 
 
 def worker(spec: dict[str, Any]) -> None:

@@ -140,13 +140,13 @@ def notes_cell(key: str, r: dict[str, Any]) -> str:
         walls = r["walls"]
         notes.append(f"wall min/max {seconds(min(walls))}/{seconds(max(walls))}")
         notes.append(
-            f"whole process {seconds(r.get('worker_seconds'))} (imports "
-            f"{seconds(r.get('imports'))}), medians"
+            f"whole process {seconds(r.get('worker_seconds'))} (dagster and docker imported "
+            f"before the clock in {seconds(r.get('imports'))}), medians"
         )
         phases = r.get("phases")
         if phases:
             ms = "/".join(f"{phases[name] * 1000:.0f}" for name in PHASES)
-            notes.append(f"to start/start/running/after exit {ms} ms")
+            notes.append(f"setup/to start/start/running/after exit {ms} ms")
         vs = r.get("vs_reference") or {}
         if vs.get("wall_diff") is not None:
             phases_diff = vs.get("phases_diff")
@@ -244,12 +244,13 @@ def footer(meta: dict[str, Any]) -> list[str]:
     if "startup-fresh" in meta.get("scenarios", []):
         lines.append(
             "fresh process: one worker process per run, no warm-up, runners interleaved; every "
-            "row imports dagster, dagster_docker, docker and pipes_docker and makes the Dagster "
-            "instance before the clock starts; wall = from then (the client and its docker "
-            "client are made inside the clock) until materialize() returns (docker-py: until "
-            "the container is removed; pipes-docker removes it in the background, and the "
-            "process waits for that before it exits); whole process = the worker's wall time "
-            "seen by the parent"
+            "row imports dagster and docker and makes the Dagster instance before the clock "
+            "starts; wall = from then until materialize() returns (docker-py: until the "
+            "container is removed; pipes-docker removes it in the background, and the process "
+            "waits for that before it exits), including setup: importing the row's own client "
+            "package (pipes_docker or dagster_docker, from bytecode as pip installs it) and "
+            "making its client, which a step process pays when it loads the code location; "
+            "whole process = the worker's wall time seen by the parent"
         )
     if meta.get("machine"):
         lines.append(f"machine: {meta['machine']}")

@@ -59,15 +59,19 @@ def test_the_fresh_process_benchmark_measures_every_runner_and_compares_with_the
     assert rows["auto"]["containers_left"] == 0
     assert rows["auto"]["temp_left"] == 0
     assert rows["auto"]["vs_reference"]["rounds"] == 2
-    # Each row's wall cut at the start request and the exit's sight: the four phases add up.
+    # Each row's wall cut where its client was made, at the start request and at the exit's
+    # sight: the five phases add up.
     for runner, result in rows.items():
         phases = result["phases"]
-        assert set(phases) == {"to_start", "start", "running", "after_exit"}, runner
+        assert set(phases) == {"setup", "to_start", "start", "running", "after_exit"}, runner
         assert all(seconds > 0 for seconds in phases.values()), (runner, phases)
         assert 0.05 < phases["start"] < 2.0, (runner, phases)  # the engine's container start
     assert set(rows["auto"]["vs_reference"]["phases_diff"]) == set(rows["auto"]["phases"])
+    # The client's own package is imported inside the clock, as a step process loads it.
+    assert rows["auto"]["setup_modules"] > 20
+    assert rows["reference"]["setup_modules"] > 20
     low, high = rows["auto"]["vs_reference"]["wall_diff_interval"]
     assert low <= rows["auto"]["vs_reference"]["wall_diff"] <= high
     text = (tmp_path / "results.md").read_text()
     assert "vs dagster-docker round by round" in text
-    assert "to start/start/running/after exit" in text
+    assert "setup/to start/start/running/after exit" in text

@@ -1,5 +1,6 @@
 """DockerEngine against a fake docker-py client: error translation and the retry policy."""
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -40,6 +41,22 @@ def test_connection_errors_are_retried_until_the_call_succeeds() -> None:
 
     assert created.id == FakeDockerContainer.id
     assert create.calls == 3
+
+
+def test_each_retry_is_logged_naming_the_call_and_counting_the_first_attempt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = FakeDockerClient()
+    create = Script(refused(), refused(), CREATED)
+    client.api.create_container = create  # type: ignore[attr-defined]
+
+    with caplog.at_level(logging.WARNING, logger="pipes_docker.retry"):
+        DockerEngine(client).create(spec())  # type: ignore[arg-type]
+
+    said = [record.getMessage() for record in caplog.records]
+    assert len(said) == 2, said
+    assert said[0].startswith(f"Docker engine call create failed (attempt 1 of {MAX_ATTEMPTS})")
+    assert f"(attempt 2 of {MAX_ATTEMPTS})" in said[1]
 
 
 def test_an_ssh_channel_refused_for_a_moment_is_retried_like_a_refused_connection() -> None:
