@@ -118,9 +118,7 @@ class _TargetedError(PipesDockerError):
 class PipesDockerLaunchError(_TargetedError):
     """The job could not be made or started (a container, a Swarm service or its task)."""
 
-    def __init__(
-        self, message: str, *, image: str | None, target: RunTarget | None = None
-    ) -> None:
+    def __init__(self, message: str, *, image: str | None, target: RunTarget | None = None) -> None:
         super().__init__(message)
         self.image = image
         self.target = target

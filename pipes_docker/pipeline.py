@@ -195,9 +195,7 @@ class RunPipeline:
         files_out: PipesDockerCopyOut | None,
     ) -> _Ran:
         settings = self._settings
-        adoption: Adoption | None = (
-            self._reattach.adoptable(context) if settings.reattach else None
-        )
+        adoption: Adoption | None = self._reattach.adoptable(context) if settings.reattach else None
         channel_cm = (
             adoption.reopened
             if adoption is not None

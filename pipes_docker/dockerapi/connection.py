@@ -88,7 +88,7 @@ class DockerConnection:
                         if _needs_paramiko(exc):
                             raise PipesDockerEngineError(
                                 f"The Docker engine at {endpoint.address} is reached over ssh,"
-                                " which needs paramiko: pip install \"pipes-docker[ssh]\"."
+                                ' which needs paramiko: pip install "pipes-docker[ssh]".'
                             ) from exc
                         raise PipesDockerEngineError(
                             f"Cannot reach the Docker engine at {endpoint.address}"

@@ -183,4 +183,3 @@ class _Resumed:
 
 def _is_transport_failure(exc: BaseException) -> bool:
     return isinstance(exc, OSError | ConnectionError) or "urllib3" in type(exc).__module__
-

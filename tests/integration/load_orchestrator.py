@@ -7,7 +7,6 @@ messages (the integers 0..MESSAGES-1). Prints one JSON line: per run, the marker
 messages arrived, whether they were exactly 0..MESSAGES-1 in order, and the container id.
 """
 
-
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor

@@ -80,7 +80,8 @@ def test_the_example_reports_the_same_data_version_for_the_same_input() -> None:
     for _ in range(2):
         with DagsterInstance.ephemeral() as instance:
             result = materialize(
-                [word_counts], resources={"docker_pipes": defs.resources["docker_pipes"]},
+                [word_counts],
+                resources={"docker_pipes": defs.resources["docker_pipes"]},
                 instance=instance,
             )
             (materialization,) = result.asset_materializations_for_node("word_counts")

@@ -65,8 +65,10 @@ def assert_nothing_left(swarm: SwarmCluster) -> None:
     # The manager deletes a removed service's task; its node removes the container just after
     # (possibly between docker-py's listing and its inspect of each container listed).
     wait_until(
-        lambda: not swarm.worker.containers.list(
-            all=True, filters={"label": MANAGED_LABEL}, ignore_removed=True
+        lambda: (
+            not swarm.worker.containers.list(
+                all=True, filters={"label": MANAGED_LABEL}, ignore_removed=True
+            )
         ),
         30,
         "the worker to remove the task's container",

@@ -316,9 +316,7 @@ class FakeEngine:
 
     def _check_image(self, image: str) -> None:
         if not self.images_present:  # as a real engine refuses to make a container
-            raise PipesDockerImageError(
-                f"No such image: {image}", image=image, missing=True
-            )
+            raise PipesDockerImageError(f"No such image: {image}", image=image, missing=True)
 
     def to_local(self, engine_path: str) -> str | None:
         """The local path the engine means by ``engine_path``; ``None`` if it has none."""
