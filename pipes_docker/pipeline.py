@@ -66,7 +66,7 @@ class RunSettings:
     forward_termination: bool
     termination_timeout_seconds: float
     reattach: bool
-    output_rules: tuple[PipesDockerOutputRule, ...] = ()
+    output_rules: Sequence[PipesDockerOutputRule] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,7 @@ class RunPipeline:
         client_name: str,
     ) -> None:
         backend.options.check(settings.options)
+        self._client_rules = _checked_rules(settings.output_rules)
         self.backend = backend
         self._channel = channel
         self._settings = settings
@@ -119,11 +120,7 @@ class RunPipeline:
         copy_out: PipesDockerCopyOut | None = None,
         registry: Mapping[str, str] | None = None,
     ) -> PipesClientCompletedInvocation:
-        rules = self._settings.output_rules
-        if output_rules:
-            from pipes_docker.rules import check_rules
-
-            rules = (*rules, *check_rules(output_rules))
+        rules = (*self._client_rules, *_checked_rules(output_rules))
         if copy_out is not None:
             from pipes_docker.retrieve import check_copy_out
 
@@ -368,6 +365,17 @@ class RunPipeline:
         for stream, path in log_paths(self._settings.log_dir, run_name).items():
             metadata[f"pipes_docker/{stream}_log"] = MetadataValue.path(path)
         return metadata
+
+
+def _checked_rules(
+    rules: Sequence[PipesDockerOutputRule] | None,
+) -> tuple[PipesDockerOutputRule, ...]:
+    """``rules`` checked to be rules; the rules module is loaded only when there are some."""
+    if not rules:
+        return ()
+    from pipes_docker.rules import check_rules
+
+    return check_rules(rules)
 
 
 def _watching(

@@ -133,11 +133,6 @@ class PipesDockerClientBase(PipesClient, TreatAsResourceParam):
         **settings: Unpack[ClientSettings],
     ) -> None:
         _refuse_unknown(type(self).__name__, settings, ClientSettings)
-        output_rules: tuple[PipesDockerOutputRule, ...] = ()
-        if settings.get("output_rules"):
-            from pipes_docker.rules import check_rules
-
-            output_rules = check_rules(settings.get("output_rules"))
         self._pipeline = RunPipeline(
             backend,
             choose_channel(
@@ -154,7 +149,7 @@ class PipesDockerClientBase(PipesClient, TreatAsResourceParam):
                 forward_termination=settings.get("forward_termination", True),
                 termination_timeout_seconds=settings.get("termination_timeout_seconds", 20.0),
                 reattach=settings.get("reattach", True),
-                output_rules=output_rules,
+                output_rules=settings.get("output_rules") or (),
             ),
             client_name=self.client_name,
         )

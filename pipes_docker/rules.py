@@ -347,11 +347,8 @@ def run_rules(
     asset_keys: Sequence[AssetKey],
     handle: Callable[[Mapping[str, Any]], None],
     log: logging.Logger | Any,
-) -> Iterator[RunRules | None]:
-    """The run's :class:`RunRules` (``None`` without rules), with the warning filter on."""
-    if not rules:
-        yield None
-        return
+) -> Iterator[RunRules]:
+    """The run's :class:`RunRules`, with the warning filter on."""
     active = RunRules(rules, asset_keys=asset_keys, handle=handle)
     with _quiet_after_close(log):
         yield active

@@ -100,6 +100,13 @@ def test_client_rules_and_run_rules_add_up_and_the_last_match_wins() -> None:
     assert metadata_of(result, "job")["last"] == 2
 
 
+def test_a_run_refuses_what_is_not_a_rule_before_making_anything() -> None:
+    engine = FakeEngine(behaviour=legacy_job(stdout=["ERROR x"]))
+    with pytest.raises(PipesDockerOutputRuleError, match="not dict"):
+        run_assets(PipesDockerClient(engine=engine), output_rules=[{"pattern": "^ERROR"}])
+    assert engine.containers == {}  # refused before anything was made
+
+
 def test_log_level_rules_put_matching_lines_in_the_event_log_at_that_level() -> None:
     engine = FakeEngine(
         behaviour=legacy_job(stdout=["fine", "WARN disk 91%"], stderr=["ERROR lost row 7"])
