@@ -4,6 +4,7 @@ implemented with docker-py."""
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,7 @@ from pipes_docker.dockerapi.images import ImageCalls
 from pipes_docker.dockerapi.stats import StatsSampler
 from pipes_docker.dockerapi.streams import SocketStream
 from pipes_docker.errors import (
+    PipesDockerEngineError,
     PipesDockerImageError,
     PipesDockerLaunchError,
     PipesDockerMountSourceError,
@@ -97,9 +99,11 @@ class DockerEngine(ImageCalls):
                     raise _image_missing(spec.image, self.address, exc) from exc
                 if is_transient_status(exc):
                     raise  # translate() marks it transient; the retry policy tries again
-                if exc.status_code == 409 and spec.name in explain_api_error(exc):
+                if _is_name_conflict(exc, spec.name):
                     # An earlier attempt did create it before its answer was lost.
-                    return CreatedContainer(id=self._adopt(spec), tty=_tty(spec))
+                    return CreatedContainer(
+                        id=self._ours(spec.name, spec.labels, spec.image), tty=_tty(spec)
+                    )
                 missing = _missing_mount_source(exc, spec.mounts)
                 if missing is not None:
                     raise PipesDockerMountSourceError(
@@ -124,13 +128,24 @@ class DockerEngine(ImageCalls):
                 ) from exc
         return CreatedContainer(id=str(created["Id"]), tty=_tty(spec))
 
-    def _adopt(self, spec: ContainerSpec) -> str:
-        container = self.client.containers.get(spec.name)
-        if container.labels != dict(spec.labels):
+    def _ours(self, name: str, labels: Mapping[str, str], image: str) -> str:
+        """The id of container ``name``, which an earlier attempt of this call made."""
+        try:
+            container = self.client.containers.get(name)
+        except docker.errors.NotFound as exc:
+            # The engine holds the name from the moment a create begins, and knows the
+            # container only once it is made: the earlier attempt is still being created.
+            raise PipesDockerEngineError(
+                f"The Docker engine at {self.address} is still creating container {name!r}"
+                f" (image {image!r}) for an earlier attempt whose answer was lost.",
+                transient=True,
+            ) from exc
+        # The image's own labels join ours on the container.
+        if any(container.labels.get(key) != value for key, value in labels.items()):
             raise PipesDockerLaunchError(
-                f"A container named {spec.name!r} already exists and is not this run's.",
-                image=spec.image,
-                target=RunTarget("container", str(container.id), spec.name),
+                f"A container named {name!r} already exists and is not this run's.",
+                image=image,
+                target=RunTarget("container", str(container.id), name),
             )
         return str(container.id)
 
@@ -151,15 +166,31 @@ class DockerEngine(ImageCalls):
                     target=RunTarget("container", container_id),
                 ) from exc
 
-    @retry_transient_engine_errors
     def probe_bind_mount(self, image: str, host_path: str, file_name: str) -> bytes | None:
         target = "/pipes-docker-probe"
+        # Named, so that a retry whose earlier attempt made the container (its answer lost)
+        # uses that one rather than leave it behind.
+        name = f"pipes-probe-{secrets.token_hex(6)}"
+        container_id = self._create_probe(image, host_path, target, name)
+        if container_id is None:
+            return None
+        try:
+            return self._read_probe(container_id, f"{target}/{file_name}")
+        finally:
+            self.remove(container_id)
+
+    @retry_transient_engine_errors
+    def _create_probe(self, image: str, host_path: str, target: str, name: str) -> str | None:
+        """A container of ``image`` named ``name`` with ``host_path`` mounted at ``target``;
+        ``None`` when the engine has no such path."""
+        labels = {"io.pipes-docker.managed": "true", "io.pipes-docker.probe": "true"}
         with self._connection.translate(f"probing whether the engine sees {host_path}"):
             try:
                 created = self.client.api.create_container(
                     image,
                     command=["true"],
-                    labels={"io.pipes-docker.managed": "true", "io.pipes-docker.probe": "true"},
+                    name=name,
+                    labels=labels,
                     host_config=self.client.api.create_host_config(
                         mounts=[docker.types.Mount(target, host_path, type="bind", read_only=True)],
                         network_mode="none",
@@ -170,17 +201,19 @@ class DockerEngine(ImageCalls):
                     return None
                 if _is_missing_image(exc):
                     raise _image_missing(image, self.address, exc) from exc
-                raise
-            container_id = created["Id"]
+                if not _is_name_conflict(exc, name):
+                    raise
+                return self._ours(name, labels, image)
+        return str(created["Id"])
+
+    @retry_transient_engine_errors
+    def _read_probe(self, container_id: str, path: str) -> bytes | None:
+        with self._connection.translate(f"reading {path} in probe container {container_id[:12]}"):
             try:
-                try:
-                    chunks, _ = self.client.api.get_archive(container_id, f"{target}/{file_name}")
-                except docker.errors.NotFound:
-                    return None
-                return untar_one(b"".join(chunks))
-            finally:
-                with contextlib.suppress(docker.errors.APIError):
-                    self.client.api.remove_container(container_id, force=True, v=True)
+                chunks, _ = self.client.api.get_archive(container_id, path)
+            except docker.errors.NotFound:
+                return None
+            return untar_one(b"".join(chunks))
 
     @retry_transient_engine_errors
     def attach(self, container_id: str) -> OutputStream:
@@ -331,6 +364,10 @@ class _ChunkStream:
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
+
+
+def _is_name_conflict(exc: docker.errors.APIError, name: str) -> bool:
+    return exc.status_code == 409 and name in explain_api_error(exc)
 
 
 def _is_missing_image(exc: docker.errors.APIError) -> bool:

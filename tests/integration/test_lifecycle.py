@@ -19,7 +19,7 @@ import docker
 import pytest
 from dagster import AssetExecutionContext, DagsterInstance, MaterializeResult, asset, materialize
 
-from pipes_docker import MANAGED_LABEL, PipesDockerClient
+from pipes_docker import MANAGED_LABEL, PipesDockerAutoChannel, PipesDockerClient
 from tests.jobs import AssetRun
 
 from .conftest import TEST_IMAGE
@@ -271,12 +271,19 @@ def test_unreachable_engine_fails_clearly_in_bounded_time(
     assert time.monotonic() - started < 40
 
 
-class FlakyProxy:
-    """A loopback TCP front for the engine's socket that resets its first connections."""
+class EngineProxy:
+    """A loopback TCP front for the engine's socket that resets its first ``resets``
+    connections and holds back the answer to its first ``slow_creates`` container creates (not
+    their retries) for
+    ``hold_seconds``: longer than a client's timeout, the engine's answer is then lost to it."""
 
-    def __init__(self, resets: int) -> None:
+    def __init__(self, *, resets: int = 0, slow_creates: int = 0, hold_seconds: float = 0) -> None:
         self.resets_left = resets
         self.resets_done = 0
+        self.slow_creates_left = slow_creates
+        self.creates: list[str] = []
+        self.hold_seconds = hold_seconds
+        self._lock = threading.Lock()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
         self._stop = threading.Event()
@@ -300,13 +307,43 @@ class FlakyProxy:
                 continue
             upstream = socket.socket(socket.AF_UNIX)
             upstream.connect("/var/run/docker.sock")
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            held = threading.Event()  # the answer now coming back on this connection is held
+            for pipe, ends in (
+                (self._requests, (conn, upstream)),
+                (self._answers, (upstream, conn)),
+            ):
+                threading.Thread(target=pipe, args=(*ends, held), daemon=True).start()
+
+    def _requests(
+        self, source: socket.socket, target: socket.socket, held: threading.Event
+    ) -> None:
+        def note(data: bytes) -> None:
+            if data.startswith(b"POST ") and b"/containers/create" in data.split(b"\r\n", 1)[0]:
+                line = data.split(b"\r\n", 1)[0].decode()
+                with self._lock:
+                    retried = line in self.creates
+                    self.creates.append(line)
+                    if self.slow_creates_left > 0 and not retried:
+                        self.slow_creates_left -= 1
+                        held.set()
+
+        self._pipe(source, target, before=note)
+
+    def _answers(self, source: socket.socket, target: socket.socket, held: threading.Event) -> None:
+        def hold(data: bytes) -> None:
+            if held.is_set():
+                time.sleep(self.hold_seconds)
+                held.clear()
+
+        self._pipe(source, target, before=hold)
 
     @staticmethod
-    def _pipe(source: socket.socket, target: socket.socket) -> None:
+    def _pipe(
+        source: socket.socket, target: socket.socket, before: Callable[[bytes], None]
+    ) -> None:
         try:
             while data := source.recv(1 << 16):
+                before(data)
                 target.sendall(data)
         except OSError:
             pass
@@ -323,14 +360,14 @@ class FlakyProxy:
 
 
 @pytest.fixture
-def flaky_proxy() -> Iterator[FlakyProxy]:
-    proxy = FlakyProxy(resets=2)
+def flaky_proxy() -> Iterator[EngineProxy]:
+    proxy = EngineProxy(resets=2)
     yield proxy
     proxy.close()
 
 
 def test_transient_connection_resets_are_retried(
-    flaky_proxy: FlakyProxy, make_client: MakeClient, run_asset: RunAsset
+    flaky_proxy: EngineProxy, make_client: MakeClient, run_asset: RunAsset
 ) -> None:
     engine_client = docker.DockerClient(
         base_url=f"tcp://127.0.0.1:{flaky_proxy.port}", version="1.41"
@@ -342,3 +379,34 @@ def test_transient_connection_resets_are_retried(
 
     assert run.success, run.error
     assert flaky_proxy.resets_done == 2
+
+
+def test_a_create_whose_answer_is_lost_is_retried_and_adopts_what_the_engine_made(
+    docker_client: docker.DockerClient, pipes_tmp: Path, run_asset: RunAsset
+) -> None:
+    # The engine makes the probe's container and the job's, but their answers come back after
+    # the client's timeout: each retry's create conflicts with the name the first one took.
+    proxy = EngineProxy(slow_creates=2, hold_seconds=3)
+    impatient = docker.DockerClient(
+        base_url=f"tcp://127.0.0.1:{proxy.port}", version="1.41", timeout=1
+    )
+    client = PipesDockerClient(
+        docker_client=impatient,
+        channel=PipesDockerAutoChannel(temp_dir_root=str(pipes_tmp)),
+        container_kwargs={"network_mode": "none"},
+        log_dir=str(pipes_tmp.parent / "logs"),
+    )
+    try:
+        run = run_asset(client, "print('made once')")
+    finally:
+        impatient.close()
+        proxy.close()
+
+    assert run.success, run.error
+    (stdout_log,) = (pipes_tmp.parent / "logs").glob("*/stdout.log")
+    assert stdout_log.read_text() == "made once\n"
+    assert len(proxy.creates) == 4, proxy.creates  # probe and job, each sent twice
+    assert proxy.creates[0] == proxy.creates[1] and "name=pipes-probe-" in proxy.creates[0]
+    assert proxy.creates[2] == proxy.creates[3] and "name=pipes-" in proxy.creates[2]
+    probe = proxy.creates[0].split("name=", 1)[1].split()[0]
+    assert docker_client.containers.list(all=True, filters={"name": probe}) == []

@@ -12,7 +12,9 @@ import pytest
 import requests
 import urllib3.exceptions
 
+from pipes_docker.backend import ContainerFile
 from pipes_docker.container.engine import ContainerSpec
+from pipes_docker.dockerapi.archives import tar_files
 from pipes_docker.dockerapi.containers import DockerEngine
 from pipes_docker.errors import (
     PipesDockerEngineError,
@@ -26,6 +28,10 @@ from .docker_fakes import CREATED, FakeDockerClient, FakeDockerContainer, Script
 
 def spec() -> ContainerSpec:
     return ContainerSpec(image="job:1", name="pipes-x", command=None, env={}, labels={})
+
+
+def labelled_spec(run: str) -> ContainerSpec:
+    return ContainerSpec(image="job:1", name="pipes-x", command=None, env={}, labels={"run": run})
 
 
 def refused() -> requests.exceptions.ConnectionError:
@@ -89,6 +95,79 @@ def test_client_errors_are_not_retried() -> None:
     with pytest.raises(PipesDockerLaunchError, match="invalid mount config"):
         DockerEngine(client).create(spec())  # type: ignore[arg-type]
     assert create.calls == 1
+
+
+def name_in_use() -> docker.errors.APIError:
+    return api_error(
+        409,
+        'Conflict. The container name "/pipes-x" is already in use by container "c0ffee".'
+        " You have to remove (or rename) that container to be able to reuse that name.",
+    )
+
+
+def test_a_create_whose_answer_was_lost_adopts_its_container_once_the_engine_has_made_it() -> None:
+    # The first create times out while the engine goes on making the container. The engine
+    # holds the name from the start, but knows the container only once it is made: until
+    # then the retry's conflict cannot be inspected, and the retry is tried again.
+    client = FakeDockerClient()
+    create = Script(requests.exceptions.ReadTimeout("read timed out"), name_in_use())
+    client.api.create_container = create  # type: ignore[attr-defined]
+    ours = FakeDockerContainer()
+    ours.labels = {"run": "r1", "from-the-image": "yes"}  # the image's labels join ours
+    get = Script(docker.errors.NotFound("No such container: pipes-x"), ours)
+    client.containers.get = get  # type: ignore[attr-defined]
+
+    created = DockerEngine(client).create(labelled_spec("r1"))  # type: ignore[arg-type]
+
+    assert created.id == FakeDockerContainer.id
+    assert (create.calls, get.calls) == (3, 2)
+
+
+def test_a_name_taken_by_a_container_not_of_this_run_is_refused_naming_it() -> None:
+    client = FakeDockerClient()
+    create = Script(name_in_use())
+    client.api.create_container = create  # type: ignore[attr-defined]
+    theirs = FakeDockerContainer()
+    theirs.labels = {"run": "r2"}
+    client.containers.get = Script(theirs)  # type: ignore[attr-defined]
+
+    with pytest.raises(PipesDockerLaunchError, match="'pipes-x' already exists and is not"):
+        DockerEngine(client).create(labelled_spec("r1"))  # type: ignore[arg-type]
+    assert create.calls == 1
+
+
+def test_a_probe_whose_create_answer_was_lost_reads_and_removes_the_container_it_made() -> None:
+    names: list[str] = []
+
+    def create(image: str, **kwargs: Any) -> dict[str, str]:
+        # The first attempt makes the container but its answer is lost; the retry conflicts.
+        names.append(kwargs["name"])
+        if len(names) == 1:
+            raise requests.exceptions.ReadTimeout("read timed out")
+        raise api_error(409, f'Conflict. The container name "/{kwargs["name"]}" is already in use')
+
+    def get(name: str) -> FakeDockerContainer:
+        assert name == names[0]
+        probe = FakeDockerContainer()
+        probe.labels = {"io.pipes-docker.managed": "true", "io.pipes-docker.probe": "true"}
+        return probe
+
+    removed = Script(None)
+    client = FakeDockerClient(
+        create_container=create,
+        create_host_config=lambda **kwargs: kwargs,
+        get_archive=Script(
+            ([tar_files([ContainerFile("/pipes-docker-probe/token", b"seen")])], {})
+        ),
+        remove_container=removed,
+    )
+    client.containers.get = get  # type: ignore[attr-defined]
+
+    seen = DockerEngine(client).probe_bind_mount("job:1", "/tmp/x", "token")  # type: ignore[arg-type]
+
+    assert seen == b"seen"
+    assert names[0].startswith("pipes-probe-") and names == [names[0]] * 2
+    assert removed.calls == 1 and removed.kwargs == [{"force": True, "v": True}]
 
 
 @pytest.mark.parametrize("status", [500, 503, 429])
