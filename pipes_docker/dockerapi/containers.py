@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +48,10 @@ from pipes_docker.errors import (
 from pipes_docker.retry import retry_transient_engine_errors
 
 __all__ = ["DockerEngine"]
+
+
+# How long a removal another call began may take before ours gives up waiting for it.
+_REMOVAL_WAIT_SECONDS = 30.0
 
 
 class DockerEngine(ImageCalls):
@@ -275,15 +280,28 @@ class DockerEngine(ImageCalls):
 
     @retry_transient_engine_errors
     def remove(self, container_id: str) -> None:
+        """Remove the container; return once it is gone, whoever removes it."""
+        deadline = time.monotonic() + _REMOVAL_WAIT_SECONDS
         with self._connection.translate(f"removing container {container_id[:12]}"):
-            try:
-                self.client.api.remove_container(container_id, force=True, v=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                if exc.status_code == 409 and "in progress" in str(exc):
-                    return  # another remove (ours or auto_remove) got there first
-                raise
+            while True:
+                try:
+                    self.client.api.remove_container(container_id, force=True, v=True)
+                    return
+                except docker.errors.NotFound:
+                    return
+                except docker.errors.APIError as exc:
+                    if not (exc.status_code == 409 and "in progress" in str(exc)):
+                        raise
+                    # Another remove (an earlier attempt of ours whose answer was lost,
+                    # auto_remove) is under way: the container is gone when it ends, or, if it
+                    # failed, left dead for this one to remove.
+                    if time.monotonic() >= deadline:
+                        raise PipesDockerEngineError(
+                            f"The Docker engine at {self.address} was still removing container"
+                            f" {container_id[:12]} after {_REMOVAL_WAIT_SECONDS:.0f} s.",
+                            transient=False,
+                        ) from exc
+                    time.sleep(0.1)
 
     @retry_transient_engine_errors
     def list_containers(self, labels: Mapping[str, str]) -> Sequence[ListedContainer]:

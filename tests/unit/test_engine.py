@@ -170,6 +170,34 @@ def test_a_probe_whose_create_answer_was_lost_reads_and_removes_the_container_it
     assert removed.calls == 1 and removed.kwargs == [{"force": True, "v": True}]
 
 
+def in_progress() -> docker.errors.APIError:
+    return api_error(409, "removal of container pipes-x is already in progress")
+
+
+@pytest.mark.parametrize(
+    "after",
+    [docker.errors.NotFound("No such container: pipes-x"), None],
+    ids=["the other removal ended", "the other removal failed: removed by this one"],
+)
+def test_a_removal_already_under_way_is_waited_for(after: object) -> None:
+    remove = Script(in_progress(), in_progress(), after)
+    client = FakeDockerClient(remove_container=remove)
+
+    DockerEngine(client).remove(FakeDockerContainer.id)  # type: ignore[arg-type]
+
+    assert remove.calls == 3
+
+
+def test_a_removal_under_way_for_too_long_is_an_error_naming_the_container(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("pipes_docker.dockerapi.containers._REMOVAL_WAIT_SECONDS", 0.3)
+    client = FakeDockerClient(remove_container=Script(in_progress()))
+
+    with pytest.raises(PipesDockerEngineError, match="still removing container c0ffeec0ffee"):
+        DockerEngine(client).remove(FakeDockerContainer.id)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_server_errors_and_rate_limits_on_create_are_retried(status: int) -> None:
     client = FakeDockerClient()
