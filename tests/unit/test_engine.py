@@ -198,6 +198,25 @@ def test_a_removal_under_way_for_too_long_is_an_error_naming_the_container(
         DockerEngine(client).remove(FakeDockerContainer.id)  # type: ignore[arg-type]
 
 
+def test_a_probe_container_that_cannot_be_removed_still_gives_its_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = FakeDockerClient(
+        create_container=Script(CREATED),
+        create_host_config=lambda **kwargs: kwargs,
+        get_archive=Script(
+            ([tar_files([ContainerFile("/pipes-docker-probe/token", b"seen")])], {})
+        ),
+        remove_container=Script(api_error(400, "cannot remove: device or resource busy")),
+    )
+
+    with caplog.at_level(logging.WARNING):
+        seen = DockerEngine(client).probe_bind_mount("job:1", "/tmp/x", "token")  # type: ignore[arg-type]
+
+    assert seen == b"seen"
+    assert "Could not remove probe container pipes-probe-" in caplog.text
+
+
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_server_errors_and_rate_limits_on_create_are_retried(status: int) -> None:
     client = FakeDockerClient()
