@@ -365,15 +365,28 @@ class DockerEngine(ImageCalls):
                 return None
         return _ChunkStream(chunks)
 
-    @retry_transient_engine_errors
     def create_lease(self, container_id: str, image: str, labels: Mapping[str, str]) -> str:
+        # Named, as the probe is: a retry whose earlier attempt made the lease uses that one.
+        name = f"pipes-lease-{container_id[:12]}-{secrets.token_hex(4)}"
+        return self._create_lease(container_id, image, labels, name)
+
+    @retry_transient_engine_errors
+    def _create_lease(
+        self, container_id: str, image: str, labels: Mapping[str, str], name: str
+    ) -> str:
         with self._connection.translate(f"marking container {container_id[:12]} as adopted"):
-            created = self.client.api.create_container(
-                image,
-                command=["true"],
-                labels=dict(labels),
-                host_config=self.client.api.create_host_config(network_mode="none"),
-            )
+            try:
+                created = self.client.api.create_container(
+                    image,
+                    command=["true"],
+                    name=name,
+                    labels=dict(labels),
+                    host_config=self.client.api.create_host_config(network_mode="none"),
+                )
+            except docker.errors.APIError as exc:
+                if not _is_name_conflict(exc, name):
+                    raise
+                return self._ours(name, labels, image)
         return str(created["Id"])
 
 

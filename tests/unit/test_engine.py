@@ -217,6 +217,28 @@ def test_a_probe_container_that_cannot_be_removed_still_gives_its_answer(
     assert "Could not remove probe container pipes-probe-" in caplog.text
 
 
+def test_a_lease_whose_create_answer_was_lost_is_the_one_the_engine_made() -> None:
+    names: list[str] = []
+
+    def create(image: str, **kwargs: Any) -> dict[str, str]:
+        names.append(kwargs["name"])
+        if len(names) == 1:
+            raise requests.exceptions.ReadTimeout("read timed out")
+        raise api_error(409, f'Conflict. The container name "/{kwargs["name"]}" is already in use')
+
+    lease = FakeDockerContainer()
+    lease.labels = {"io.pipes-docker.lease-for": "c0ffee", "from-the-image": "yes"}
+    client = FakeDockerClient(create_container=create, create_host_config=lambda **kw: kw)
+    client.containers.get = Script(lease)  # type: ignore[attr-defined]
+
+    lease_id = DockerEngine(client).create_lease(  # type: ignore[arg-type]
+        "c0ffee" * 10, "job:1", {"io.pipes-docker.lease-for": "c0ffee"}
+    )
+
+    assert lease_id == FakeDockerContainer.id
+    assert names[0].startswith("pipes-lease-c0ffeec0ffee-") and names == [names[0]] * 2
+
+
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_server_errors_and_rate_limits_on_create_are_retried(status: int) -> None:
     client = FakeDockerClient()
