@@ -136,15 +136,22 @@ def test_a_name_taken_by_a_container_not_of_this_run_is_refused_naming_it() -> N
     assert create.calls == 1
 
 
-def test_a_probe_whose_create_answer_was_lost_reads_and_removes_the_container_it_made() -> None:
-    names: list[str] = []
+def made_but_answer_lost(names: list[str]) -> Callable[..., dict[str, str]]:
+    """A ``create_container`` whose first call makes the container but times out; a retry
+    conflicts with the name it took. Each call's name is appended to ``names``."""
 
     def create(image: str, **kwargs: Any) -> dict[str, str]:
-        # The first attempt makes the container but its answer is lost; the retry conflicts.
         names.append(kwargs["name"])
         if len(names) == 1:
             raise requests.exceptions.ReadTimeout("read timed out")
         raise api_error(409, f'Conflict. The container name "/{kwargs["name"]}" is already in use')
+
+    return create
+
+
+def test_a_probe_whose_create_answer_was_lost_reads_and_removes_the_container_it_made() -> None:
+    names: list[str] = []
+    create = made_but_answer_lost(names)
 
     def get(name: str) -> FakeDockerContainer:
         assert name == names[0]
@@ -219,13 +226,7 @@ def test_a_probe_container_that_cannot_be_removed_still_gives_its_answer(
 
 def test_a_lease_whose_create_answer_was_lost_is_the_one_the_engine_made() -> None:
     names: list[str] = []
-
-    def create(image: str, **kwargs: Any) -> dict[str, str]:
-        names.append(kwargs["name"])
-        if len(names) == 1:
-            raise requests.exceptions.ReadTimeout("read timed out")
-        raise api_error(409, f'Conflict. The container name "/{kwargs["name"]}" is already in use')
-
+    create = made_but_answer_lost(names)
     lease = FakeDockerContainer()
     lease.labels = {"io.pipes-docker.lease-for": "c0ffee", "from-the-image": "yes"}
     client = FakeDockerClient(create_container=create, create_host_config=lambda **kw: kw)
