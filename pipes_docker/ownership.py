@@ -27,6 +27,7 @@ __all__ = [
     "MANAGED_LABEL",
     "PIDNS_LABEL",
     "PID_LABEL",
+    "PROBE_LABEL",
     "job_name",
     "labels_for",
     "orchestrator_alive",
@@ -47,6 +48,8 @@ PID_LABEL = f"{LABEL_PREFIX}.orchestrator-pid"
 PIDNS_LABEL = f"{LABEL_PREFIX}.orchestrator-pidns"
 # On a lease: the id of the job a live orchestrator adopted (reattach).
 LEASE_LABEL = f"{LABEL_PREFIX}.lease-for"
+# On the container that probes whether the engine sees a dir (never started).
+PROBE_LABEL = f"{LABEL_PREFIX}.probe"
 
 
 def orchestrator_labels() -> dict[str, str]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pipes_docker.channels.probe_cache import CachedAnswer, ProbeCache, ProbeKey, default_cache_dir
 from pipes_docker.container.engine import ContainerEngine
 from pipes_docker.errors import PipesDockerChannelError
+from pipes_docker.ownership import PROBE_LABEL, orchestrator_labels
 
 __all__ = ["ProbeResult", "forget_probe", "forget_probes", "probe_shared_dir"]
 
@@ -101,7 +102,10 @@ def _probe(engine: ContainerEngine, image: str, local_root: str, engine_root: st
                 " Free space on that filesystem, or point temp_dir_root at another one."
             ) from exc
         engine_dir = os.path.join(engine_root, os.path.relpath(probe_dir, local_root))
-        seen = engine.probe_bind_mount(image, engine_dir, _TOKEN_FILE)
+        # Labelled as everything a run makes: a probe its orchestrator's death interrupted is
+        # swept with the rest.
+        labels = {**orchestrator_labels(), PROBE_LABEL: "true"}
+        seen = engine.probe_bind_mount(image, engine_dir, _TOKEN_FILE, labels)
     finally:
         shutil.rmtree(probe_dir, ignore_errors=True)
     if seen == token:

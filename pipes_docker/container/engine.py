@@ -115,10 +115,13 @@ class ContainerEngine(Protocol):
         """Copy ``files`` into a created container, before it starts."""
         ...
 
-    def probe_bind_mount(self, image: str, host_path: str, file_name: str) -> bytes | None:
+    def probe_bind_mount(
+        self, image: str, host_path: str, file_name: str, labels: Mapping[str, str]
+    ) -> bytes | None:
         """Read ``host_path/file_name`` as the engine sees it through a bind mount.
 
-        Creates (never starts) a container from ``image`` that bind-mounts ``host_path``, reads
+        Creates (never starts) a container from ``image``, labelled ``labels``, that
+        bind-mounts ``host_path``, reads
         the file through it and removes the container. Returns ``None`` when the engine's host
         has no such path: the engine does not share the caller's filesystem there.
         """

@@ -175,12 +175,14 @@ class DockerEngine(ImageCalls):
                     target=RunTarget("container", container_id),
                 ) from exc
 
-    def probe_bind_mount(self, image: str, host_path: str, file_name: str) -> bytes | None:
+    def probe_bind_mount(
+        self, image: str, host_path: str, file_name: str, labels: Mapping[str, str]
+    ) -> bytes | None:
         target = "/pipes-docker-probe"
         # Named, so that a retry whose earlier attempt made the container (its answer lost)
         # uses that one rather than leave it behind.
         name = f"pipes-probe-{secrets.token_hex(6)}"
-        container_id = self._create_probe(image, host_path, target, name)
+        container_id = self._create_probe(image, host_path, target, name, labels)
         if container_id is None:
             return None
         try:
@@ -193,17 +195,18 @@ class DockerEngine(ImageCalls):
                 logger.warning("Could not remove probe container %s: %s", name, exc)
 
     @retry_transient_engine_errors
-    def _create_probe(self, image: str, host_path: str, target: str, name: str) -> str | None:
+    def _create_probe(
+        self, image: str, host_path: str, target: str, name: str, labels: Mapping[str, str]
+    ) -> str | None:
         """A container of ``image`` named ``name`` with ``host_path`` mounted at ``target``;
         ``None`` when the engine has no such path."""
-        labels = {"io.pipes-docker.managed": "true", "io.pipes-docker.probe": "true"}
         with self._connection.translate(f"probing whether the engine sees {host_path}"):
             try:
                 created = self.client.api.create_container(
                     image,
                     command=["true"],
                     name=name,
-                    labels=labels,
+                    labels=dict(labels),
                     host_config=self.client.api.create_host_config(
                         mounts=[docker.types.Mount(target, host_path, type="bind", read_only=True)],
                         network_mode="none",

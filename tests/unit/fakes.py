@@ -239,6 +239,7 @@ class FakeEngine:
         self.shares_filesystem = shares_filesystem
         self.host_root = host_root
         self.probes = 0
+        self.probe_labels: list[dict[str, str]] = []
         self.image_id_error: BaseException | None = None  # what image_id() raises, if set
         self.digests: list[str] = []  # what image_digests() reports
         self.pull_auths: list[Mapping[str, str] | None] = []  # the auth each pull was given
@@ -334,8 +335,11 @@ class FakeEngine:
         for file in files:
             self.containers[container_id].files[file.path] = file.data
 
-    def probe_bind_mount(self, image: str, host_path: str, file_name: str) -> bytes | None:
+    def probe_bind_mount(
+        self, image: str, host_path: str, file_name: str, labels: Mapping[str, str]
+    ) -> bytes | None:
         self._record("probe_bind_mount", host_path)
+        self.probe_labels.append(dict(labels))
         self.probes += 1
         self._check_image(image)
         local = self.to_local(host_path)

@@ -30,6 +30,9 @@ def spec() -> ContainerSpec:
     return ContainerSpec(image="job:1", name="pipes-x", command=None, env={}, labels={})
 
 
+PROBE_LABELS = {"io.pipes-docker.orchestrator-pid": "42", "io.pipes-docker.probe": "true"}
+
+
 def labelled_spec(run: str) -> ContainerSpec:
     return ContainerSpec(image="job:1", name="pipes-x", command=None, env={}, labels={"run": run})
 
@@ -156,7 +159,7 @@ def test_a_probe_whose_create_answer_was_lost_reads_and_removes_the_container_it
     def get(name: str) -> FakeDockerContainer:
         assert name == names[0]
         probe = FakeDockerContainer()
-        probe.labels = {"io.pipes-docker.managed": "true", "io.pipes-docker.probe": "true"}
+        probe.labels = {**PROBE_LABELS, "from-the-image": "yes"}
         return probe
 
     removed = Script(None)
@@ -170,7 +173,9 @@ def test_a_probe_whose_create_answer_was_lost_reads_and_removes_the_container_it
     )
     client.containers.get = get  # type: ignore[attr-defined]
 
-    seen = DockerEngine(client).probe_bind_mount("job:1", "/tmp/x", "token")  # type: ignore[arg-type]
+    seen = DockerEngine(client).probe_bind_mount(  # type: ignore[arg-type]
+        "job:1", "/tmp/x", "token", PROBE_LABELS
+    )
 
     assert seen == b"seen"
     assert names[0].startswith("pipes-probe-") and names == [names[0]] * 2
@@ -218,7 +223,9 @@ def test_a_probe_container_that_cannot_be_removed_still_gives_its_answer(
     )
 
     with caplog.at_level(logging.WARNING):
-        seen = DockerEngine(client).probe_bind_mount("job:1", "/tmp/x", "token")  # type: ignore[arg-type]
+        seen = DockerEngine(client).probe_bind_mount(  # type: ignore[arg-type]
+            "job:1", "/tmp/x", "token", PROBE_LABELS
+        )
 
     assert seen == b"seen"
     assert "Could not remove probe container pipes-probe-" in caplog.text

@@ -7,6 +7,7 @@ another path). The same Pipes job runs on each.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from pipes_docker import (
     PipesDockerStreamedChannel,
 )
 from pipes_docker.container.engine import ContainerSpec
+from pipes_docker.ownership import PID_LABEL, PROBE_LABEL, orchestrator_labels
 from tests.jobs import metadata_of
 
 from .fakes import FakeContainer, FakeEngine
@@ -87,6 +89,18 @@ def test_the_probe_runs_once_per_engine_not_per_run(
 
     assert remote.probes == 1
     assert len(remote.containers) == 3
+
+
+def test_the_probe_container_is_labelled_as_this_orchestrator_s_for_the_sweep(
+    client_for: MakeClient, pipes_root: Path
+) -> None:
+    engine = FakeEngine(pipes_job(), shares_filesystem=False)
+
+    assert run_asset(client_for(engine, channel=auto(pipes_root))).success
+
+    (labels,) = engine.probe_labels
+    assert labels == {**orchestrator_labels(), PROBE_LABEL: "true"}
+    assert labels[PID_LABEL] == str(os.getpid())
 
 
 def test_the_transport_is_logged_at_debug_level(
