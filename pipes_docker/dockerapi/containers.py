@@ -202,25 +202,18 @@ class DockerEngine(ImageCalls):
         ``None`` when the engine has no such path."""
         with self._connection.translate(f"probing whether the engine sees {host_path}"):
             try:
-                created = self.client.api.create_container(
+                return self._create_stopped(
                     image,
-                    command=["true"],
-                    name=name,
-                    labels=dict(labels),
-                    host_config=self.client.api.create_host_config(
-                        mounts=[docker.types.Mount(target, host_path, type="bind", read_only=True)],
-                        network_mode="none",
-                    ),
+                    name,
+                    labels,
+                    mounts=[docker.types.Mount(target, host_path, type="bind", read_only=True)],
                 )
             except docker.errors.APIError as exc:
                 if _is_missing_bind_source(exc):
                     return None
                 if _is_missing_image(exc):
                     raise _image_missing(image, self.address, exc) from exc
-                if not _is_name_conflict(exc, name):
-                    raise
-                return self._ours(name, labels, image)
-        return str(created["Id"])
+                raise
 
     @retry_transient_engine_errors
     def _read_probe(self, container_id: str, path: str) -> bytes | None:
@@ -378,18 +371,25 @@ class DockerEngine(ImageCalls):
         self, container_id: str, image: str, labels: Mapping[str, str], name: str
     ) -> str:
         with self._connection.translate(f"marking container {container_id[:12]} as adopted"):
-            try:
-                created = self.client.api.create_container(
-                    image,
-                    command=["true"],
-                    name=name,
-                    labels=dict(labels),
-                    host_config=self.client.api.create_host_config(network_mode="none"),
-                )
-            except docker.errors.APIError as exc:
-                if not _is_name_conflict(exc, name):
-                    raise
-                return self._ours(name, labels, image)
+            return self._create_stopped(image, name, labels)
+
+    def _create_stopped(
+        self, image: str, name: str, labels: Mapping[str, str], **host_config: Any
+    ) -> str:
+        """The id of a container of ``image`` that is never started (a probe, a lease), made
+        now or by an earlier attempt of the same call whose answer was lost."""
+        try:
+            created = self.client.api.create_container(
+                image,
+                command=["true"],
+                name=name,
+                labels=dict(labels),
+                host_config=self.client.api.create_host_config(network_mode="none", **host_config),
+            )
+        except docker.errors.APIError as exc:
+            if not _is_name_conflict(exc, name):
+                raise
+            return self._ours(name, labels, image)
         return str(created["Id"])
 
 
