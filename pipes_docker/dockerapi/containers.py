@@ -200,6 +200,8 @@ class DockerEngine(ImageCalls):
     ) -> str | None:
         """A container of ``image`` named ``name`` with ``host_path`` mounted at ``target``;
         ``None`` when the engine has no such path."""
+        # The engine's refusal is judged here, before translate() sees it: an engine may answer
+        # a missing path with a server error, which translate() would take for a passing one.
         with self._connection.translate(f"probing whether the engine sees {host_path}"):
             try:
                 return self._create_stopped(
