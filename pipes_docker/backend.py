@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pipes_docker.values import frozen
 
 if TYPE_CHECKING:
     from pipes_docker.channels.base import OpenChannel, PipesDockerChannel
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@frozen
 class Mount:
     """A host path the container sees at ``container_path``."""
 
@@ -49,7 +51,7 @@ class Mount:
     read_only: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class ContainerFile:
     """A file put into the job before it starts (copied into a container; a Swarm config).
 
@@ -78,7 +80,7 @@ class ResourceSampler(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@frozen
 class RunTarget:
     """What a run launched, as errors, logs and metadata name it.
 
@@ -97,7 +99,7 @@ class RunTarget:
         return f"service {self.name or self.id[:12]}{where}"
 
 
-@dataclass(frozen=True)
+@frozen
 class RunImage:
     """A run's image as its backend will use it.
 
@@ -113,7 +115,7 @@ class RunImage:
     ensure: Callable[[], object] | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
+@frozen
 class JobSpec:
     """One run's job, merged and checked, in terms every backend understands.
 
@@ -135,7 +137,7 @@ class JobSpec:
     stop_grace_seconds: float = 20.0
 
 
-@dataclass(frozen=True)
+@frozen
 class JobExit:
     """How a job's process ended."""
 
@@ -203,7 +205,7 @@ class Job(Protocol):
         allows it."""
 
 
-@dataclass(frozen=True)
+@frozen
 class FoundJob:
     """A job an earlier attempt of the step launched, as the backend finds it now."""
 
@@ -214,7 +216,7 @@ class FoundJob:
     exit_code: int | None  # None while it runs
 
 
-@dataclass(frozen=True)
+@frozen
 class OwnedObject:
     """Something of ours on a backend (a container, a service, a config), for the sweep.
 

@@ -4,7 +4,6 @@ Swarm's services and configs, and this host's temp dirs of the mounted channel."
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 
 from pipes_docker.backend import Backend, OwnedObject
@@ -12,11 +11,12 @@ from pipes_docker.container.backend import ContainerBackend
 from pipes_docker.dockerapi.containers import DockerEngine
 from pipes_docker.ownership import MANAGED_LABEL, orphans
 from pipes_docker.tempdirs import orphaned_temp_dirs, remove_temp_dir
+from pipes_docker.values import frozen
 
 __all__ = ["Orphan", "sweep_everything"]
 
 
-@dataclass(frozen=True)
+@frozen
 class Orphan:
     """One thing the sweep removed (or, in a dry run, would remove)."""
 

@@ -4,13 +4,13 @@ what is injected into the job (an installed ``dagster_pipes``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from dagster import EnvVar
 
 from pipes_docker.backend import ContainerFile
 from pipes_docker.errors import PipesDockerConfigError
+from pipes_docker.values import frozen
 from pipes_docker.vendor import installed_dagster_pipes_dir, package_files
 
 __all__ = [
@@ -26,7 +26,7 @@ __all__ = [
 INJECT_PATH = "/opt/pipes-docker/inject"
 
 
-@dataclass(frozen=True)
+@frozen
 class Injection:
     """What injecting something into a job takes: variables and files."""
 

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import Enum
 
 from pipes_docker.backend import Backend, Job, JobExit, JobSpec, OutputFollower, RunTarget
@@ -31,6 +31,7 @@ from pipes_docker.errors import (
 from pipes_docker.interrupts import deferred_signals
 from pipes_docker.messages import ByteSink
 from pipes_docker.removals import Removal
+from pipes_docker.values import frozen
 
 __all__ = ["JobLauncher", "JobOutcome"]
 
@@ -45,7 +46,7 @@ class _Phase(Enum):
     ENDED = "ended"
 
 
-@dataclass(frozen=True)
+@frozen
 class JobOutcome:
     """What happened to a job that ran to its end.
 

@@ -9,11 +9,11 @@ per backend.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pipes_docker.environment import environment_dict
 from pipes_docker.errors import PipesDockerConfigError
+from pipes_docker.values import frozen
 
 __all__ = ["OptionRules"]
 
@@ -22,7 +22,7 @@ def _as_list(value: Any) -> list[Any]:
     return list(value or [])
 
 
-@dataclass(frozen=True)
+@frozen
 class OptionRules:
     """How one backend's keywords are checked and merged.
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dagster import (
@@ -47,6 +46,7 @@ from pipes_docker.session import (
     output_sinks,
     selected_asset_keys,
 )
+from pipes_docker.values import frozen
 
 if TYPE_CHECKING:
     from pipes_docker.retrieve import PipesDockerCopyOut
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 __all__ = ["RunPipeline", "RunSettings"]
 
 
-@dataclass(frozen=True)
+@frozen
 class RunSettings:
     """What a client fixes for all its runs."""
 
@@ -69,7 +69,7 @@ class RunSettings:
     output_rules: Sequence[PipesDockerOutputRule] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class _Ran:
     outcome: JobOutcome
     session: PipesSession

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 
 from dagster import AssetExecutionContext, OpExecutionContext
 from dagster._core.pipes.reattach import (
@@ -27,13 +26,14 @@ from pipes_docker.backend import Backend, FoundJob
 from pipes_docker.channels import OpenChannel, PipesDockerChannel
 from pipes_docker.ownership import orchestrator_alive, orchestrator_labels
 from pipes_docker.session import op_context
+from pipes_docker.values import frozen
 
 __all__ = ["Adoption", "Reattach"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@frozen
 class Adoption:
     """A job of an earlier attempt of this step, to be taken over by this one."""
 

@@ -20,13 +20,13 @@ import posixpath
 import shutil
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import IO, Any, Literal, cast
 
 from dagster import MetadataValue
 
 from pipes_docker.backend import Job, JobExit, OutputStream
 from pipes_docker.errors import PipesDockerFilesError
+from pipes_docker.values import frozen
 
 __all__ = ["PipesDockerCopyOut", "check_copy_out", "copy_out_after_exit"]
 
@@ -34,7 +34,7 @@ _HASH_CHUNK = 1 << 20
 _HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
 
 
-@dataclass(frozen=True)
+@frozen
 class PipesDockerCopyOut:
     """Paths to copy out of a run's container once its job has ended.
 
@@ -79,7 +79,7 @@ class PipesDockerCopyOut:
             )
 
 
-@dataclass(frozen=True)
+@frozen
 class _Copied:
     container_path: str
     local_path: str

@@ -30,6 +30,7 @@ from dagster import AssetCheckResult, AssetKey, MaterializeResult
 from pipes_docker.errors import PipesDockerOutputRuleError
 from pipes_docker.messages import PIPES_VERSION_KEY
 from pipes_docker.rule_scan import LineScanner
+from pipes_docker.values import frozen
 
 __all__ = ["MetadataKind", "PipesDockerOutputRule", "RunRules", "check_rules", "run_rules"]
 
@@ -45,7 +46,7 @@ _FALSE = frozenset({"false", "no", "n", "off", "0", "fail", "failed"})
 _RULE_MARK = "__pipes_docker_output_rule"
 
 
-@dataclass(frozen=True)
+@frozen
 class PipesDockerOutputRule:
     """How to read one kind of line of a job's output.
 

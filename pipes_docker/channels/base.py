@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from dagster import PipesContextInjector, PipesMessageReader
 from dagster_pipes import PipesContextData, PipesParams
@@ -23,6 +23,7 @@ from pipes_docker.backend import ContainerFile, Mount
 from pipes_docker.container.engine import ContainerEngine
 from pipes_docker.errors import PipesDockerChannelError
 from pipes_docker.messages import ByteSink
+from pipes_docker.values import frozen
 
 __all__ = [
     "OpenChannel",
@@ -58,7 +59,7 @@ def output_unchanged(stdout: ByteSink, stderr: ByteSink) -> tuple[ByteSink, Byte
     return stdout, stderr
 
 
-@dataclass(frozen=True)
+@frozen
 class OpenChannel:
     """What an open channel gives one run.
 

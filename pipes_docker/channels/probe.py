@@ -16,19 +16,19 @@ import secrets
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass
 
 from pipes_docker.channels.probe_cache import CachedAnswer, ProbeCache, ProbeKey, default_cache_dir
 from pipes_docker.container.engine import ContainerEngine
 from pipes_docker.errors import PipesDockerChannelError
 from pipes_docker.ownership import PROBE_LABEL, orchestrator_labels
+from pipes_docker.values import frozen
 
 __all__ = ["ProbeResult", "forget_probe", "forget_probes", "probe_shared_dir"]
 
 _TOKEN_FILE = "token"
 
 
-@dataclass(frozen=True)
+@frozen
 class ProbeResult:
     """Whether the engine sees ``local_root`` at ``engine_root``, and if not, why."""
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pipes_docker.answer_files import AnswerFiles, default_cache_dir, machine_identity
+from pipes_docker.values import frozen
 
 __all__ = ["ANSWER_TTL_SECONDS", "ProbeCache", "ProbeKey", "default_cache_dir"]
 
@@ -32,7 +32,7 @@ ANSWER_TTL_SECONDS = 3600.0
 _FORMAT = 1
 
 
-@dataclass(frozen=True)
+@frozen
 class ProbeKey:
     """One probe question: does the engine at ``engine_address`` see ``local_root`` there?"""
 
@@ -58,7 +58,7 @@ class ProbeKey:
         }
 
 
-@dataclass(frozen=True)
+@frozen
 class CachedAnswer:
     shared: bool
     reason: str

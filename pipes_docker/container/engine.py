@@ -8,7 +8,7 @@ implements it with docker-py; unit tests use an in-memory fake.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -19,6 +19,7 @@ from pipes_docker.backend import (
     OutputStream,
     ResourceSampler,
 )
+from pipes_docker.values import frozen
 
 __all__ = [
     "ContainerEngine",
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@frozen
 class ContainerSpec:
     """Everything needed to create one container, already merged and validated.
 
@@ -48,13 +49,13 @@ class ContainerSpec:
     files: Sequence[ContainerFile] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class CreatedContainer:
     id: str
     tty: bool
 
 
-@dataclass(frozen=True)
+@frozen
 class ContainerState:
     """What the engine says about an existing container."""
 
@@ -67,7 +68,7 @@ class ContainerState:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@frozen
 class ListedContainer:
     """A container as listed by its labels: enough to decide whether to sweep it."""
 

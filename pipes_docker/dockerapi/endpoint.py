@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import docker.errors
 import docker.tls
 
 from pipes_docker.errors import PipesDockerEngineError
+from pipes_docker.values import frozen
 
 __all__ = [
     "DEFAULT_HOST",
@@ -57,7 +57,7 @@ class PipesDockerTLSConfig(docker.tls.TLSConfig):  # type: ignore[misc]  # docke
         client.trust_env = False
 
 
-@dataclass(frozen=True)
+@frozen
 class TlsMaterial:
     """The TLS files for an engine: a CA to verify it, a client certificate and key."""
 
@@ -74,7 +74,7 @@ class TlsMaterial:
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class DockerEndpoint:
     """A chosen engine: its host URL, how it was chosen, its TLS material."""
 

@@ -9,11 +9,12 @@ for a single engine, only transient failures are retried (the one policy in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import Any, Protocol
 
 from pipes_docker.backend import OutputStream
+from pipes_docker.values import frozen
 
 __all__ = [
     "ServiceConfig",
@@ -29,7 +30,7 @@ _ENDED_STATES = frozenset({"complete", "failed", "rejected", "shutdown", "remove
 _STARTED_STATES = frozenset({"starting", "running", "complete", "failed"})
 
 
-@dataclass(frozen=True)
+@frozen
 class ServiceConfig:
     """A file the task sees at ``target``, carried by a Swarm config.
 
@@ -44,7 +45,7 @@ class ServiceConfig:
     mode: int = 0o444
 
 
-@dataclass(frozen=True)
+@frozen
 class ServiceSpec:
     """Everything needed to create one ``replicated-job`` service, already merged and checked.
 
@@ -63,7 +64,7 @@ class ServiceSpec:
     stop_grace_seconds: float = 10.0
 
 
-@dataclass(frozen=True)
+@frozen
 class TaskStatus:
     """Where the service's one task is, as the manager last heard from its node."""
 
@@ -85,7 +86,7 @@ class TaskStatus:
         return self.state in _STARTED_STATES
 
 
-@dataclass(frozen=True)
+@frozen
 class SwarmObject:
     """A service or config as listed: its id, labels and creation time (a service's image)."""
 
