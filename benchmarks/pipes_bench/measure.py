@@ -13,6 +13,7 @@ pays in a process of its own, as under Dagster's multiprocess executor.
 from __future__ import annotations
 
 import compileall
+import contextlib
 import importlib.util
 import json
 import os
@@ -23,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -364,13 +366,17 @@ def run_worker(
             cwd=str(ROOT),
             start_new_session=True,
         )
+        # A timer enforces the timeout: Popen.wait(timeout=...) polls, sleeping up to 50 ms
+        # between looks, which rounded the worker's wall time (a fresh row's "whole process")
+        # up to the next 50 ms.
+        timer = threading.Timer(timeout, _kill_group, args=(proc,))
+        timer.start()
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
+            proc.wait()
         finally:  # also on Ctrl-C: the worker is in its own session and would live on
+            timer.cancel()
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+                _kill_group(proc)
                 proc.wait()
     elapsed = time.perf_counter() - started
     record: dict[str, Any]
@@ -388,6 +394,11 @@ def run_worker(
     record["temp_left"] = sum(1 for _ in tmp.iterdir())
     shutil.rmtree(call_dir, ignore_errors=True)
     return record
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def killed_externally(record: dict[str, Any]) -> bool:
