@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import FrozenInstanceError, dataclass, field
 from pathlib import Path
@@ -106,6 +107,6 @@ def test_every_frozen_value_in_the_package_is_made_with_frozen() -> None:
     found = [
         path.relative_to(root)
         for path in root.rglob("*.py")
-        if "@dataclass(frozen=True)" in path.read_text()
+        if re.search(r"^@dataclass\(frozen=True\)", path.read_text(), re.MULTILINE)
     ]
     assert found == []
