@@ -290,7 +290,11 @@ def run_all(
         for key, runners in fresh.items():
             for i in range(known[key].repeats):
                 print(f"[bench] {known[key].title}: round {i + 1}", file=sys.stderr, flush=True)
-                for runner, runs in runners:
+                # Each round begins one runner further on: no row always runs first or right
+                # after the same row, so what a worker leaves the engine doing as it ends
+                # (a removal, say) does not always land on the same one.
+                shift = i % len(runners)
+                for runner, runs in runners[shift:] + runners[:shift]:
                     runs.append(one(known[key], runner, fresh=True))
             reference = dict(runners).get("reference")
             for runner, runs in runners:

@@ -243,7 +243,7 @@ def footer(meta: dict[str, Any]) -> list[str]:
     ]
     if "startup-fresh" in meta.get("scenarios", []):
         lines.append(
-            "fresh process: one worker process per run, no warm-up, runners interleaved; every "
+            "fresh process: one worker process per run, no warm-up, runners interleaved (each round begins one runner further on); every "
             "row imports dagster and docker and makes the Dagster instance before the clock "
             "starts; wall = from then until materialize() returns (docker-py: until the "
             "container is removed; pipes-docker removes it in the background, and the process "
