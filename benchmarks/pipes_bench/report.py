@@ -243,14 +243,15 @@ def footer(meta: dict[str, Any]) -> list[str]:
     ]
     if "startup-fresh" in meta.get("scenarios", []):
         lines.append(
-            "fresh process: one worker process per run, no warm-up, runners interleaved (each round begins one runner further on); every "
-            "row imports dagster and docker and makes the Dagster instance before the clock "
-            "starts; wall = from then until materialize() returns (docker-py: until the "
-            "container is removed; pipes-docker removes it in the background, and the process "
-            "waits for that before it exits), including setup: importing the row's own client "
-            "package (pipes_docker or dagster_docker, from bytecode as pip installs it) and "
-            "making its client, which a step process pays when it loads the code location; "
-            "whole process = the worker's wall time seen by the parent"
+            "fresh process: one worker process per run, no warm-up, runners interleaved (each "
+            "round begins one runner further on); every row imports dagster and docker and makes "
+            "the Dagster instance before the clock starts; wall = from then until materialize() "
+            "returns (docker-py: until the container is removed; pipes-docker removes it in the "
+            "background, and the process waits for that before it exits), including setup: "
+            "importing the row's own client package (pipes_docker or dagster_docker, from "
+            "bytecode as pip installs it) and making its client, which a step process pays when "
+            "it loads the code location; whole process = the worker's wall time seen by the "
+            "parent"
         )
     if meta.get("machine"):
         lines.append(f"machine: {meta['machine']}")
