@@ -163,6 +163,13 @@ def notes_cell(key: str, r: dict[str, Any]) -> str:
                 f" {vs.get('process_diff', 0) * 1000:+.0f} ms, faster in"
                 f" {vs.get('process_faster', 0)}/{vs['rounds']}{by_phase} (median differences)"
             )
+        if vs.get("unstarted_diff") is not None:
+            low, high = vs["unstarted_diff_interval"]
+            notes.append(
+                f"wall without the engine's start request: {vs['unstarted_diff'] * 1000:+.1f} ms"
+                f" (95 % interval {low * 1000:+.1f} to {high * 1000:+.1f} ms), faster in"
+                f" {vs['unstarted_faster']}/{vs['rounds']}"
+            )
     if key == "sleep":
         cpus = r.get("cpus") or []
         if len(cpus) > 1:
