@@ -122,9 +122,9 @@ class ContainerEngine(Protocol):
         """Read ``host_path/file_name`` as the engine sees it through a bind mount.
 
         Creates (never starts) a container from ``image``, labelled ``labels``, that
-        bind-mounts ``host_path``, reads
-        the file through it and removes the container. Returns ``None`` when the engine's host
-        has no such path: the engine does not share the caller's filesystem there.
+        bind-mounts ``host_path``, reads the file through it and removes the container. Returns
+        ``None`` when the engine's host has no such path: the engine does not share the
+        caller's filesystem there.
         """
         ...
 
